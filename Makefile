@@ -1,0 +1,26 @@
+# The two set-up commands of the README. Both create/reuse .venv (scripts/setup_env.sh) and are idempotent.
+#   make demo   run the main job on the embedded default (synthetic dataset, small encoders)
+#   make test   run the test suite
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+DEMO_OUT ?= outputs/demo
+
+.PHONY: setup demo test bench clean-demo
+
+setup:
+	@PYTHON=$(PYTHON) VENV=$(VENV) bash scripts/setup_env.sh
+
+demo: setup
+	@echo "[demo] running scripts/demo.sh -> $(DEMO_OUT)"
+	@PY=$(PY) DEMO_OUT=$(DEMO_OUT) bash scripts/demo.sh
+
+test: setup
+	@echo "[test] $(PY) -m pytest -q tests"
+	@$(PY) -m pytest -q tests
+
+bench: setup
+	@for b in benchmarks/*.py; do echo "[bench] $$b"; $(PY) $$b || exit 1; done
+
+clean-demo:
+	rm -rf $(DEMO_OUT)

@@ -1,0 +1,1 @@
+"""Dataset registration, dataset mappers and the synthetic dataset."""

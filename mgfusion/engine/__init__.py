@@ -1,0 +1,1 @@
+"""Training, evaluation wiring, checkpointing and launch."""

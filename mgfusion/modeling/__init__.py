@@ -1,0 +1,1 @@
+"""Mask2Former on detectron2's registries."""
