@@ -1,1 +1,31 @@
-"""Encoder registry, timm-based encoders, pyramid necks and the master-auxiliary fusion backbone."""
+"""Encoder registry, timm-based encoders, pyramid necks and the master-auxiliary fusion backbone.
+
+Depends on torch and timm only (the detectron2 adapter lives in :mod:`mgfusion.modeling.backbone`).
+
+>>> from mgfusion.backbones import build_encoder, list_encoders
+>>> enc = build_encoder("sam2_hiera_micro")
+>>> feats = enc(torch.randn(1, 3, 100, 132))          # {4: (1,32,25,33), 8: ..., 16: ..., 32: (1,256,4,5)}
+"""
+
+from . import zoo as _zoo  # noqa: F401  (registers the built-in encoders)
+from .base import IMAGENET_MEAN_255, IMAGENET_STD_255, Encoder, LevelSpec, output_hw, pad_to_multiple
+from .necks import PyramidNeck, build_neck, list_necks, register_neck
+from .registry import UnknownEncoderError, build_encoder, get_encoder_factory, list_encoders, register_encoder
+from .timm_encoders import HierarchicalEncoder, PlainViTEncoder, create_timm_trunk
+from .weights import (
+    WEIGHT_FAMILIES,
+    CheckpointMismatchError,
+    CheckpointReadError,
+    WeightFamily,
+    load_weights_into,
+    read_state_dict,
+)
+
+__all__ = [
+    "Encoder", "LevelSpec", "IMAGENET_MEAN_255", "IMAGENET_STD_255", "output_hw", "pad_to_multiple",
+    "PyramidNeck", "build_neck", "list_necks", "register_neck",
+    "UnknownEncoderError", "build_encoder", "get_encoder_factory", "list_encoders", "register_encoder",
+    "HierarchicalEncoder", "PlainViTEncoder", "create_timm_trunk",
+    "WEIGHT_FAMILIES", "CheckpointMismatchError", "CheckpointReadError", "WeightFamily", "load_weights_into",
+    "read_state_dict",
+]

@@ -1,0 +1,1 @@
+"""Small shared utilities (benchmark timing/reporting, atomic file writes)."""
