@@ -9,6 +9,8 @@ Depends on torch and timm only (the detectron2 adapter lives in :mod:`mgfusion.m
 
 from . import zoo as _zoo  # noqa: F401  (registers the built-in encoders)
 from .base import IMAGENET_MEAN_255, IMAGENET_STD_255, Encoder, LevelSpec, output_hw, pad_to_multiple
+from .fusion import FusionBackbone, argmax_stride, build_fusion_backbone, count_injected_parameters, read_profile_ef
+from .injection import InjectionOperator, build_injection, list_injections, match_channels, register_injection
 from .necks import PyramidNeck, build_neck, list_necks, register_neck
 from .registry import UnknownEncoderError, build_encoder, get_encoder_factory, list_encoders, register_encoder
 from .timm_encoders import HierarchicalEncoder, PlainViTEncoder, create_timm_trunk
@@ -22,6 +24,8 @@ from .weights import (
 )
 
 __all__ = [
+    "FusionBackbone", "argmax_stride", "build_fusion_backbone", "count_injected_parameters", "read_profile_ef",
+    "InjectionOperator", "build_injection", "list_injections", "match_channels", "register_injection",
     "Encoder", "LevelSpec", "IMAGENET_MEAN_255", "IMAGENET_STD_255", "output_hw", "pad_to_multiple",
     "PyramidNeck", "build_neck", "list_necks", "register_neck",
     "UnknownEncoderError", "build_encoder", "get_encoder_factory", "list_encoders", "register_encoder",

@@ -77,6 +77,7 @@ def build_encoder(name: str, *, freeze: bool = False, **overrides: Any) -> nn.Mo
         **overrides: keyword arguments forwarded to the factory (e.g. ``weights=``, ``neck=``, ``taps=``).
     """
     encoder = get_encoder_factory(name)(**overrides)
+    encoder.registry_name = name  # lets the fusion backbone and profiles refer to it by name
     if freeze:
         encoder.freeze()
     return encoder

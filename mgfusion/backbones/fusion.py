@@ -1,0 +1,262 @@
+"""Master-auxiliary fusion backbone (the paper's §3.3, SPEC §4-§5).
+
+The master encoder (structure-strong, trainable) gives the 4-level pyramid; at each injection stride the frozen
+auxiliary encoder's (edge-strong) feature enters through an injection operator (:mod:`.injection`; the paper's
+``replace`` by default). The fused pyramid keeps the master's channels, strides and pixel statistics, so the fusion
+backbone is itself an :class:`~mgfusion.backbones.base.Encoder` and plugs into the detectron2 adapter unchanged.
+
+Each encoder sees its own preprocessing: the input arrives normalized with the master's mean/std; the auxiliary's
+input is re-normalized with its own mean/std and, optionally, resized to its own resolution (``aux_input_size``), its
+features being resized to the master's grid by the operator.
+
+The injection stride comes from the constructor (``inject={16: "replace"}``), or from a saved profile
+(``inject_from_profile=path``: argmax over strides of the auxiliary's mean EF, SPEC §4). ``dynamic_stride=True``
+reproduces the authors' code (SPEC §4, bug B10): the stride is re-selected on every forward pass as the argmax of the
+batch-summed reference EF of the auxiliary's levels; it is off by default.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any, Mapping, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .base import Encoder
+from .injection import InjectionOperator, build_injection
+from .registry import build_encoder
+
+EncoderSpec = Encoder | str | Mapping[str, Any]
+
+
+def _as_encoder(spec: EncoderSpec, role: str) -> tuple[Encoder, str | None]:
+    """An encoder module and its registry name (if known) from a module, a name, or {"name": ..., **kwargs}."""
+    if isinstance(spec, nn.Module):
+        return spec, getattr(spec, "registry_name", None)
+    if isinstance(spec, str):
+        return build_encoder(spec), spec
+    if isinstance(spec, Mapping):
+        kwargs = dict(spec)
+        name = kwargs.pop("name", None)
+        if not name:
+            raise ValueError(f"{role} spec {dict(spec)} needs a 'name' key")
+        kwargs.pop("_target_", None)
+        return build_encoder(name, **kwargs), name
+    raise TypeError(f"{role} must be an Encoder, a registered name or a mapping, got {type(spec).__name__}")
+
+
+def read_profile_ef(path: str | os.PathLike, encoder: str | None = None) -> tuple[str, dict[int, float]]:
+    """Mean EF per stride of ``encoder`` from a profile ``summary.json`` written by ``tools/profile_encoders.py``.
+
+    Args:
+        path: the profile's ``summary.json`` (or its run folder).
+        encoder: encoder name in the profile; ``None`` = the profile's recommended auxiliary.
+
+    Returns: ``(encoder_name, {stride: mean EF})``.
+    """
+    path = os.fspath(path)
+    if os.path.isdir(path):
+        path = os.path.join(path, "summary.json")
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"profile summary not found: {path} (run tools/profile_encoders.py first)")
+    with open(path, encoding="utf-8") as f:
+        summary = json.load(f)
+    encoders = summary.get("encoders", {})
+    if encoder is None:
+        encoder = (summary.get("recommendation") or {}).get("auxiliary")
+        if encoder is None:
+            raise ValueError(f"{path} has no recommendation; pass the auxiliary encoder's name explicitly")
+    if encoder not in encoders:
+        raise KeyError(f"encoder {encoder!r} is not in profile {path}; profiled: {', '.join(sorted(encoders))}")
+    return encoder, {int(s): float(v["EF"]["mean"]) for s, v in encoders[encoder].items()}
+
+
+def argmax_stride(scores: Mapping[int, float]) -> int:
+    """Stride with the highest score; ties go to the smallest stride (the reference's res2..res5 order)."""
+    return max(sorted(scores), key=lambda s: (scores[s], -s))
+
+
+class FusionBackbone(Encoder):
+    """Master encoder + frozen auxiliary encoder + injection operators.
+
+    Args:
+        master: the pyramid-giving encoder (an Encoder, a registry name, or ``{"name": ..., **build kwargs}``).
+        auxiliary: the injected encoder (same forms); always frozen and run without autograd.
+        inject: ``{stride: operator name}`` (one stride = the paper; several = multi-stride injection).
+            ``None`` requires ``inject_from_profile``.
+        inject_from_profile: path to a profile ``summary.json``: the stride is the argmax of the auxiliary's mean EF.
+        profile_encoder: the auxiliary's name in the profile (default: the auxiliary's registry name, else the
+            profile's recommended auxiliary).
+        operator: operator used with ``inject_from_profile`` / ``dynamic_stride`` (default ``replace``).
+        train_master: False freezes the master as well (the paper's "FZ master" settings B and D).
+        aux_input_size: ``None`` = the auxiliary sees the master's input; an int resizes the input so its long side
+            has that many pixels (e.g. 1024 for SAM2); ``(H, W)`` resizes to that size.
+        dynamic_stride: reproduction option: choose the stride per batch by the auxiliary's reference EF (SPEC §4).
+
+    ``forward(x: (B,3,H,W) normalized with the master's stats) -> {stride: (B, C_master[s], ceil(H/s), ceil(W/s))}``.
+    """
+
+    def __init__(
+        self,
+        *,
+        master: EncoderSpec,
+        auxiliary: EncoderSpec,
+        inject: Mapping[int, str] | None = None,
+        inject_from_profile: str | os.PathLike | None = None,
+        profile_encoder: str | None = None,
+        operator: str = "replace",
+        train_master: bool = True,
+        aux_input_size: int | Sequence[int] | None = None,
+        dynamic_stride: bool = False,
+    ) -> None:
+        super().__init__()
+        self.master, self.master_name = _as_encoder(master, "master")
+        self.auxiliary, self.auxiliary_name = _as_encoder(auxiliary, "auxiliary")
+        self.auxiliary.freeze()
+        if not train_master:
+            self.master.freeze()
+        self.out_strides = tuple(self.master.out_strides)
+        self.out_channels = dict(self.master.out_channels)
+        self.pixel_mean = tuple(self.master.pixel_mean)
+        self.pixel_std = tuple(self.master.pixel_std)
+        self.size_divisibility = 1  # each encoder pads to its own rule
+        missing = [s for s in self.out_strides if s not in self.auxiliary.out_strides]
+        if missing:
+            raise ValueError(f"auxiliary encoder lacks strides {missing} of the master pyramid {self.out_strides}")
+
+        self.profile_source: str | None = None
+        if inject is None:
+            if dynamic_stride:
+                inject = {s: operator for s in self.out_strides}
+            elif inject_from_profile is not None:
+                enc, ef = read_profile_ef(inject_from_profile, profile_encoder or self.auxiliary_name)
+                inject = {argmax_stride(ef): operator}
+                self.profile_source = f"{os.fspath(inject_from_profile)} ({enc}: EF {ef})"
+            else:
+                raise ValueError("FusionBackbone needs `inject` ({stride: operator}) or `inject_from_profile`")
+        elif inject_from_profile is not None:
+            raise ValueError("give either `inject` or `inject_from_profile`, not both")
+        inject = {int(s): str(op) for s, op in dict(inject).items()}
+        bad = [s for s in inject if s not in self.out_strides]
+        if bad or not inject:
+            raise ValueError(f"injection strides {bad or list(inject)} invalid; valid strides: {self.out_strides}")
+        if dynamic_stride and len(set(inject.values())) != 1:
+            raise ValueError("dynamic_stride uses one operator for every candidate stride")
+        self.injectors = nn.ModuleDict({
+            str(s): build_injection(op, self.master.out_channels[s], self.auxiliary.out_channels[s])
+            for s, op in sorted(inject.items())
+        })
+        self.dynamic_stride = bool(dynamic_stride)
+        if aux_input_size is not None and not isinstance(aux_input_size, int):
+            aux_input_size = tuple(int(v) for v in aux_input_size)
+            if len(aux_input_size) != 2:
+                raise ValueError(f"aux_input_size must be an int (long side) or (H, W), got {aux_input_size}")
+        self.aux_input_size = aux_input_size
+        self.register_buffer("_master_mean", torch.tensor(self.master.pixel_mean).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("_master_std", torch.tensor(self.master.pixel_std).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("_aux_mean", torch.tensor(self.auxiliary.pixel_mean).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("_aux_std", torch.tensor(self.auxiliary.pixel_std).view(1, 3, 1, 1), persistent=False)
+        #: strides injected in the last forward pass (changes per batch only with dynamic_stride)
+        self.last_injected: tuple[int, ...] = tuple(sorted(inject))
+
+    @property
+    def inject_strides(self) -> tuple[int, ...]:
+        """Strides that have an injection operator."""
+        return tuple(int(s) for s in self.injectors)
+
+    def injector(self, stride: int) -> InjectionOperator:
+        """The operator injecting at ``stride``."""
+        return self.injectors[str(stride)]
+
+    # ---- preprocessing ---------------------------------------------------------------------------------------
+    def to_rgb255(self, x: torch.Tensor) -> torch.Tensor:
+        """Undo the master's normalization: (B,3,H,W) normalized -> RGB in 0-255 units (float)."""
+        return x * self._master_std.to(x.dtype) + self._master_mean.to(x.dtype)
+
+    def auxiliary_input(self, x: torch.Tensor) -> torch.Tensor:
+        """The auxiliary's input: re-normalized with its own stats and resized to ``aux_input_size`` if set."""
+        same_stats = self.master.pixel_mean == self.auxiliary.pixel_mean and \
+            self.master.pixel_std == self.auxiliary.pixel_std
+        xa = x if same_stats else (self.to_rgb255(x) - self._aux_mean.to(x.dtype)) / self._aux_std.to(x.dtype)
+        if self.aux_input_size is None:
+            return xa
+        h, w = x.shape[-2:]
+        if isinstance(self.aux_input_size, int):
+            scale = self.aux_input_size / max(h, w)
+            size = (max(1, round(h * scale)), max(1, round(w * scale)))
+        else:
+            size = self.aux_input_size
+        if size == (h, w):
+            return xa
+        return F.interpolate(xa, size=size, mode="bilinear", align_corners=False)
+
+    # ---- forward ---------------------------------------------------------------------------------------------
+    def forward_padded(self, x: torch.Tensor) -> dict[int, torch.Tensor]:
+        feats = dict(self.master(x))
+        aux = self.auxiliary(self.auxiliary_input(x))  # frozen: no autograd graph
+        strides = self.inject_strides
+        if self.dynamic_stride:
+            strides = (self._select_dynamic_stride(aux, x),)
+        for s in strides:
+            feats[s] = self.injector(s)(feats[s], aux[s])
+        self.last_injected = tuple(strides)
+        return feats
+
+    def _select_dynamic_stride(self, aux: dict[int, torch.Tensor], x: torch.Tensor) -> int:
+        """The authors' per-batch rule: argmax over strides of the batch-summed reference EF of the aux levels."""
+        from mgfusion.metrics import compute_metrics  # torch/numpy-only package; imported lazily
+
+        images = self.to_rgb255(x.float()).clamp(0, 255)
+        with torch.no_grad():
+            ef = {s: float(compute_metrics(aux[s].float(), images, stride=s, variant="reference",
+                                           keys=("EF",))["EF"].sum()) for s in self.inject_strides}
+        return argmax_stride(ef)
+
+    def extra_repr(self) -> str:
+        inj = ", ".join(f"{s}:{self.injector(s).op_name}" for s in self.inject_strides)
+        mode = "dynamic" if self.dynamic_stride else "fixed"
+        return f"inject={{{inj}}} ({mode}), aux_input_size={self.aux_input_size}, " + super().extra_repr()
+
+
+def build_fusion_backbone(
+    *,
+    master: EncoderSpec,
+    auxiliary: EncoderSpec,
+    fusion: Mapping[str, Any] | None = None,
+    train_master: bool = True,
+    aux_input_size: int | Sequence[int] | None = None,
+) -> FusionBackbone:
+    """Hydra-friendly builder: ``fusion = {stride, operator, from_profile, profile_encoder, dynamic}``.
+
+    ``stride`` is an int (the paper), a list of ints (multi-stride) or ``None`` (then ``from_profile`` or
+    ``dynamic`` must be set). Sweep it from the CLI: ``backbone.fusion.stride=4,8,16,32 -m``.
+    """
+    fusion = dict(fusion or {})
+    unknown = set(fusion) - {"stride", "operator", "from_profile", "profile_encoder", "dynamic"}
+    if unknown:
+        raise ValueError(f"unknown fusion keys {sorted(unknown)}; valid: stride, operator, from_profile, "
+                         "profile_encoder, dynamic")
+    op = str(fusion.get("operator") or "replace")
+    stride = fusion.get("stride")
+    inject = None
+    if stride is not None and not fusion.get("from_profile"):
+        strides = [stride] if isinstance(stride, int) else list(stride)
+        inject = {int(s): op for s in strides}
+    return FusionBackbone(
+        master=master, auxiliary=auxiliary, inject=None if fusion.get("dynamic") else inject,
+        inject_from_profile=fusion.get("from_profile"), profile_encoder=fusion.get("profile_encoder"),
+        operator=op, train_master=train_master, aux_input_size=aux_input_size,
+        dynamic_stride=bool(fusion.get("dynamic", False)),
+    )
+
+
+def count_injected_parameters(backbone: FusionBackbone) -> int:
+    """Learnable parameters added by the injection operators (0 for the paper's ``replace``)."""
+    return sum(p.numel() for p in backbone.injectors.parameters())
+
+
+__all__ = ["FusionBackbone", "build_fusion_backbone", "read_profile_ef", "argmax_stride",
+           "count_injected_parameters"]
