@@ -117,7 +117,8 @@ def load_cityscapes_semantic(image_dir: str, gt_dir: str) -> list[dict]:
 
 
 def _city_subpath(image: dict, suffix: str) -> str:
-    stem = image["file_name"][: -len(_IMAGE_SUFFIX)]
+    """``<city>/<image id><suffix>``; the panoptic json's image id is ``<city>_<seq>_<frame>``."""
+    stem = str(image["id"])
     return os.path.join(stem.split("_")[0], stem + suffix)
 
 

@@ -5,6 +5,9 @@
   1..100, G = instance id) -> COCO-panoptic PNGs + json and a COCO instance json (150-class dataset ids).
 * :func:`prepare_coco_semantic_from_panoptic`: COCO panoptic PNGs -> semantic PNGs with contiguous ids 0..132
   (things first, the Mask2Former convention), 255 for unlabeled pixels.
+* :func:`prepare_cityscapes`: ``*_gtFine_labelIds.png`` -> ``*_gtFine_labelTrainIds.png`` (the same map as
+  cityscapesscripts' ``createTrainIdLabelImgs``, read from the label-id PNG instead of re-drawing the polygons),
+  then the panoptic PNGs + json with cityscapesscripts' ``createPanopticImgs`` (category ids = label ids).
 
 Every function walks files in sorted order, is deterministic, processes images in parallel with ``workers``
 processes (1 = in this process) and writes each output file atomically (temporary name, then rename).
@@ -12,7 +15,10 @@ processes (1 = in this process) and writes each output file atomically (temporar
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import glob
+import io
 import json
 import os
 from collections.abc import Callable, Iterable, Sequence
@@ -28,6 +34,7 @@ from .categories import ADE20K_INSTANCE_TO_SEMANTIC, ade20k_categories
 from .labelmaps import id_to_rgb, lookup_segment_labels, read_label_png, rgb_to_id, write_label_png
 
 __all__ = [
+    "prepare_cityscapes",
     "prepare_ade20k_semantic",
     "prepare_ade20k_panoptic_and_instance",
     "prepare_coco_semantic_from_panoptic",
@@ -210,3 +217,40 @@ def prepare_coco_semantic_from_panoptic(
     convert = functools.partial(_coco_semantic_one, panoptic_root=panoptic_root, out_dir=out_dir, id_map=id_map)
     _parallel_map(convert, content["annotations"], workers, os.path.basename(out_dir))
     return out_dir
+
+
+# --------------------------------------------------------------------------------------------- Cityscapes
+
+
+def _cityscapes_train_id_lut() -> np.ndarray:
+    from cityscapesscripts.helpers.labels import labels
+
+    lut = np.full(256, 255, dtype=np.uint8)
+    for label in labels:
+        if 0 <= label.id < 256:
+            lut[label.id] = label.trainId if 0 <= label.trainId < 255 else 255
+    return lut
+
+
+def _cityscapes_train_ids_one(label_file: str, lut: np.ndarray) -> None:
+    labels = read_label_png(label_file)
+    _atomic_save_png(label_file.replace("_labelIds.png", "_labelTrainIds.png"), lut[labels])
+
+
+def prepare_cityscapes(
+    cityscapes_root: str, splits: Sequence[str] = ("train", "val"), workers: int = 1, verbose: bool = False
+) -> list[str]:
+    """Write ``labelTrainIds`` PNGs and ``gtFine/cityscapes_panoptic_{split}[.json]``; returns the panoptic jsons."""
+    from cityscapesscripts.preparation.createPanopticImgs import convert2panoptic
+
+    gt_root = os.path.join(cityscapes_root, "gtFine")
+    lut = _cityscapes_train_id_lut()
+    for split in splits:
+        files = sorted(glob.glob(os.path.join(gt_root, split, "*", "*_gtFine_labelIds.png")))
+        if not files:
+            raise FileNotFoundError(f"No '*_gtFine_labelIds.png' under '{os.path.join(gt_root, split)}'.")
+        _parallel_map(functools.partial(_cityscapes_train_ids_one, lut=lut), files, workers, f"trainIds {split}")
+    quiet = contextlib.nullcontext() if verbose else contextlib.redirect_stdout(io.StringIO())
+    with quiet:
+        convert2panoptic(cityscapesPath=gt_root, setNames=list(splits))
+    return [os.path.join(gt_root, f"cityscapes_panoptic_{split}.json") for split in splits]
