@@ -134,8 +134,9 @@ class InstanceTrainMapper(_TrainMapper):
     required_keys = ("annotations",)
 
     def _targets(self, dataset_dict, aug_input, transforms):
+        original_hw = (dataset_dict["height"], dataset_dict["width"])
         image_hw = tuple(aug_input.image.shape[:2])
-        return {"instances": instance_targets(dataset_dict["annotations"], transforms, image_hw)}
+        return {"instances": instance_targets(dataset_dict["annotations"], transforms, original_hw, image_hw)}
 
 
 class SemanticTrainMapper(_TrainMapper):
@@ -182,6 +183,8 @@ class TestMapper:
 
     ``height``/``width`` keep the original size, at which evaluators expect the predictions.
     """
+
+    __test__ = False  # not a pytest test class despite its name
 
     def __init__(self, *, min_size: int = 0, max_size: int = 0):
         if min_size < 0 or max_size < 0:

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
+import pycocotools.mask as mask_util
 import torch
 from detectron2.data import detection_utils as utils
 from detectron2.data import transforms as T
@@ -52,15 +53,28 @@ def _empty(image_hw: tuple[int, int]) -> Instances:
     return mask_instances(torch.zeros(0, dtype=torch.int64), torch.zeros((0, *image_hw), dtype=torch.bool), image_hw)
 
 
+def _polygons_to_rle(annotation: dict, original_hw: tuple[int, int]) -> dict:
+    """The annotation with polygon segmentation replaced by an RLE at the original image size."""
+    segm = annotation.get("segmentation")
+    if isinstance(segm, list):
+        rle = mask_util.merge(mask_util.frPyObjects(segm, *original_hw))
+        annotation = {**annotation, "segmentation": rle}
+    return annotation
+
+
 def instance_targets(
-    annotations: Sequence[dict], transforms: T.TransformList, image_hw: tuple[int, int]
+    annotations: Sequence[dict],
+    transforms: T.TransformList,
+    original_hw: tuple[int, int],
+    image_hw: tuple[int, int],
 ) -> Instances:
     """Targets from detectron2 instance annotations (polygons or RLE); crowd annotations are dropped.
 
-    RLE masks are transformed as binary maps (padding must fill 0), polygons as coordinates.
+    Polygons are rasterized at the original size first, so every mask is transformed as a binary map (exact, and
+    cropping polygons would need ``shapely``); geometric padding must fill 0.
     """
     annos = [
-        utils.transform_instance_annotations(obj, transforms, image_hw)
+        utils.transform_instance_annotations(_polygons_to_rle(obj, original_hw), transforms, image_hw)
         for obj in annotations
         if obj.get("iscrowd", 0) == 0
     ]

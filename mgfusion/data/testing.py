@@ -31,7 +31,7 @@ from .preparation import (
 )
 from .synthetic import Scene, SyntheticConfig, render_scene
 
-__all__ = ["write_tiny_coco", "write_tiny_cityscapes", "write_tiny_ade20k", "tiny_scenes"]
+__all__ = ["write_tiny_coco", "write_tiny_cityscapes", "write_tiny_ade20k", "write_tiny_datasets", "tiny_scenes"]
 
 # synthetic thing index -> real category; synthetic stuff index -> real category
 COCO_THINGS, COCO_STUFF = (1, 3, 18, 44), (184, 187)  # person car dog bottle / tree-merged, sky-other-merged
@@ -183,3 +183,11 @@ def write_tiny_ade20k(root: str | os.PathLike, num_images: int = 2, size: int = 
     prepare_ade20k_semantic(str(ade))
     prepare_ade20k_panoptic_and_instance(str(ade))
     return ade
+
+
+def write_tiny_datasets(root: str | os.PathLike) -> Path:
+    """All three tiny datasets (COCO val, Cityscapes val, ADE20K train+val) under ``root``; returns ``root``."""
+    write_tiny_coco(root)
+    write_tiny_cityscapes(root)
+    write_tiny_ade20k(root)
+    return Path(root)
