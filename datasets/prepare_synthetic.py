@@ -16,9 +16,7 @@ def main() -> None:
     p.add_argument("--num-val", type=int, default=16)
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args()
-    config = SyntheticConfig(
-        image_size=args.image_size, num_train=args.num_train, num_val=args.num_val, seed=args.seed
-    )
+    config = SyntheticConfig(image_size=args.image_size, num_train=args.num_train, num_val=args.num_val, seed=args.seed)
     print(generate(config, os.path.join(args.root, "mgfusion_synthetic")))
 
 

@@ -53,7 +53,9 @@ def datasets_root(root: str | os.PathLike | None = None) -> Path:
 def _missing_path_message(name: str, required: RequiredPath, root: Path) -> str:
     env_value = os.environ.get(ENV_VAR)
     origin = (
-        f"${ENV_VAR}={env_value!r}" if env_value is not None else f"${ENV_VAR} is unset, so the default '{DEFAULT_ROOT}'"
+        f"${ENV_VAR}={env_value!r}"
+        if env_value is not None
+        else f"${ENV_VAR} is unset, so the default '{DEFAULT_ROOT}'"
     )
     lines = [
         f"Dataset '{name}' expects its {required.what} at '{required.path}', which does not exist.",

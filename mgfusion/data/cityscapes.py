@@ -122,7 +122,9 @@ def _city_subpath(image: dict, suffix: str) -> str:
     return os.path.join(stem.split("_")[0], stem + suffix)
 
 
-def load_cityscapes_panoptic(image_dir: str, gt_dir: str, panoptic_root: str, panoptic_json: str, meta: dict) -> list[dict]:
+def load_cityscapes_panoptic(
+    image_dir: str, gt_dir: str, panoptic_root: str, panoptic_json: str, meta: dict
+) -> list[dict]:
     """Panoptic dicts of ``gtFine/cityscapes_panoptic_{split}.json`` with ``labelTrainIds`` as ``sem_seg_file_name``."""
     return load_coco_panoptic(
         panoptic_json,
@@ -145,9 +147,7 @@ def _panoptic_metadata() -> dict:
         "stuff_classes": names,
         "stuff_colors": colors,
         "thing_dataset_id_to_contiguous_id": {c["id"]: c["trainId"] for c in CITYSCAPES_CATEGORIES if c["isthing"]},
-        "stuff_dataset_id_to_contiguous_id": {
-            c["id"]: c["trainId"] for c in CITYSCAPES_CATEGORIES if not c["isthing"]
-        },
+        "stuff_dataset_id_to_contiguous_id": {c["id"]: c["trainId"] for c in CITYSCAPES_CATEGORIES if not c["isthing"]},
     }
 
 

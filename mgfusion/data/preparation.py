@@ -179,7 +179,11 @@ def prepare_ade20k_panoptic_and_instance(ade_root: str, workers: int = 1) -> lis
         )
         _atomic_write_json(
             instance_json,
-            {"images": images, "annotations": instance_annotations, "categories": [c for c in categories if c["isthing"]]},
+            {
+                "images": images,
+                "annotations": instance_annotations,
+                "categories": [c for c in categories if c["isthing"]],
+            },
         )
         outputs += [panoptic_json, instance_json]
     return outputs

@@ -52,7 +52,9 @@ def _instances(dataset_dict: dict[str, Any], metadata: Any, image_hw: tuple[int,
         ids, segments = _panoptic(dataset_dict)
         things = set(metadata.thing_dataset_id_to_contiguous_id.values())
         segments = [s for s in segments if s["category_id"] in things]
-        masks = torch.from_numpy(ids)[None] == torch.tensor([s["id"] for s in segments], dtype=torch.int64)[:, None, None]
+        masks = (
+            torch.from_numpy(ids)[None] == torch.tensor([s["id"] for s in segments], dtype=torch.int64)[:, None, None]
+        )
         classes = torch.tensor([s["category_id"] for s in segments], dtype=torch.int64)
     instances = Instances(image_hw)
     instances.pred_masks = masks.to(torch.bool)
@@ -82,6 +84,8 @@ def ground_truth_outputs(dataset_dict: dict[str, Any], metadata: Any, tasks: Seq
         outputs["sem_seg"] = _semantic_scores(dataset_dict, metadata)
     if "panoptic" in tasks:
         ids, segments = _panoptic(dataset_dict)
-        info = [{"id": int(s["id"]), "category_id": int(s["category_id"]), "isthing": bool(s["isthing"])} for s in segments]
+        info = [
+            {"id": int(s["id"]), "category_id": int(s["category_id"]), "isthing": bool(s["isthing"])} for s in segments
+        ]
         outputs["panoptic_seg"] = (torch.from_numpy(ids.astype(np.int32)), info)
     return outputs

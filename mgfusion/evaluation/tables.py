@@ -63,7 +63,9 @@ def grouped_class_rows(
                 row[run] = value(run, cls)
                 all_values[run].append(row[run])
             rows.append(row)
-        rows.append({"group": group, "class": "average", **{run: _mean([value(run, c) for c in classes]) for run in runs}})
+        rows.append(
+            {"group": group, "class": "average", **{run: _mean([value(run, c) for c in classes]) for run in runs}}
+        )
     rows.append({"group": "all", "class": "average", **{run: _mean(all_values[run]) for run in runs}})
     return rows
 

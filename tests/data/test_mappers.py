@@ -95,7 +95,9 @@ def test_identity_augmentation_reproduces_the_ground_truth(synthetic_dicts, task
     d = synthetic_dicts[task]
     out = MAPPERS[task](**IDENTITY)(d)
     check_contract(out, d, task)
-    semantic = torch.from_numpy(read_label_png(d["file_name"].replace("images/train", "semantic_train")).astype(np.int64))
+    semantic = torch.from_numpy(
+        read_label_png(d["file_name"].replace("images/train", "semantic_train")).astype(np.int64)
+    )
     if task != "instance":
         assert torch.equal(out["sem_seg"], semantic)
     things = (semantic < 4).sum()

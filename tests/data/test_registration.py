@@ -112,7 +112,16 @@ def test_ade20k_panoptic_and_instance(tiny):
 def test_ade20k_instance_to_semantic_table():
     assert len(ADE20K_INSTANCE_CLASSES) == len(ADE20K_INSTANCE_TO_SEMANTIC) == 100
     assert list(ADE20K_INSTANCE_TO_SEMANTIC) == sorted(set(ADE20K_INSTANCE_TO_SEMANTIC))
-    renamed = {"windowpane", "bathtub", "railing", "streetlight", "television receiver", "airplane", "apparel", "ashcan"}
+    renamed = {
+        "windowpane",
+        "bathtub",
+        "railing",
+        "streetlight",
+        "television receiver",
+        "airplane",
+        "apparel",
+        "ashcan",
+    }
     for name, index in zip(ADE20K_INSTANCE_CLASSES, ADE20K_INSTANCE_TO_SEMANTIC):
         if name not in renamed:
             assert ADE20K_SEM_SEG_CATEGORIES[index].split(",")[0].strip() == name
