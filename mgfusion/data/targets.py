@@ -38,14 +38,16 @@ def transform_label_map(transforms: T.TransformList, labels: np.ndarray) -> np.n
     return transforms.apply_segmentation(labels.astype(np.float64)).astype(np.int64)
 
 
-def mask_instances(classes: torch.Tensor, masks: torch.Tensor, image_hw: tuple[int, int]) -> Instances:
-    """``Instances`` of the non-empty ``masks`` (N, H, W) bool with ``classes`` (N,) int64."""
+def mask_instances(
+    classes: torch.Tensor | np.ndarray, masks: torch.Tensor | np.ndarray, image_hw: tuple[int, int]
+) -> Instances:
+    """``Instances`` of the non-empty ``masks`` (N, H, W) bool with ``classes`` (N,) int64 (numpy or torch)."""
     if masks.shape[0] > 0:
-        keep = masks.flatten(1).any(dim=1)
+        keep = masks.reshape(masks.shape[0], -1).any(1)
         classes, masks = classes[keep], masks[keep]
     instances = Instances(image_hw)
-    instances.gt_classes = classes.to(torch.int64)
-    instances.gt_masks = masks.to(torch.bool)
+    instances.gt_classes = torch.as_tensor(classes, dtype=torch.int64)
+    instances.gt_masks = torch.as_tensor(masks, dtype=torch.bool)
     return instances
 
 
@@ -86,10 +88,11 @@ def instance_targets(
 
 def semantic_targets(sem_seg: np.ndarray, ignore_label: int) -> Instances:
     """One mask per class present in ``sem_seg`` (H, W) int64; ``ignore_label`` pixels belong to none."""
-    labels = torch.from_numpy(np.ascontiguousarray(sem_seg))
-    classes = torch.unique(labels)
-    classes = classes[classes != ignore_label]
-    return mask_instances(classes, labels[None] == classes[:, None, None], tuple(sem_seg.shape))
+    valid = sem_seg[sem_seg != ignore_label]
+    if valid.size and valid.min() < 0:
+        raise ValueError(f"semantic labels must be >= 0 (or the ignore label {ignore_label}), got {valid.min()}")
+    classes = np.flatnonzero(np.bincount(valid)) if valid.size else np.zeros(0, dtype=np.int64)
+    return mask_instances(classes, sem_seg[None] == classes[:, None, None], tuple(sem_seg.shape))
 
 
 def panoptic_targets(
@@ -111,7 +114,5 @@ def panoptic_targets(
     image_hw = tuple(pan_ids.shape)
     if not (~crowd).any():
         return sem_seg, _empty(image_hw)
-    pan = torch.from_numpy(np.ascontiguousarray(pan_ids))
-    keep_ids = torch.from_numpy(ids[~crowd])
-    masks = pan[None] == keep_ids[:, None, None]
-    return sem_seg, mask_instances(torch.from_numpy(categories[~crowd]), masks, image_hw)
+    masks = pan_ids[None] == ids[~crowd][:, None, None]
+    return sem_seg, mask_instances(categories[~crowd], masks, image_hw)
