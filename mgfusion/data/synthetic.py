@@ -359,12 +359,14 @@ def is_complete(directory: Path, config: SyntheticConfig) -> bool:
     return json.loads(manifest.read_text(encoding="utf-8")) == _manifest(config)
 
 
-def generate(config: SyntheticConfig = SyntheticConfig(), root: str | os.PathLike | None = None) -> Path:
-    """Generate the variant ``config`` under ``root`` unless it is already complete; returns its folder.
+def generate(config: SyntheticConfig | None = None, root: str | os.PathLike | None = None) -> Path:
+    """Generate the variant ``config`` (default settings if None) under ``root`` unless it is already complete;
+    returns its folder.
 
     Writes into a temporary sibling folder and renames it into place when done, so concurrent or killed
     generations never expose a partial dataset (a concurrent winner's folder is kept, ours discarded).
     """
+    config = SyntheticConfig() if config is None else config
     target = variant_dir(root, config)
     if is_complete(target, config):
         return target

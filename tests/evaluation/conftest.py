@@ -1,6 +1,4 @@
-"""Fixtures: tiny COCO / Cityscapes / ADE20K folders in their real layouts, registered under their root."""
-
-from pathlib import Path
+"""Fixture ``tiny``: the tiny real-layout datasets of mgfusion.data.testing, registered for one test."""
 
 import pytest
 
@@ -9,12 +7,13 @@ from mgfusion.data.testing import write_tiny_datasets
 
 
 @pytest.fixture(scope="session")
-def tiny_root(tmp_path_factory) -> Path:
-    return write_tiny_datasets(tmp_path_factory.mktemp("tiny_datasets"))
+def tiny_eval_root(tmp_path_factory):
+    return write_tiny_datasets(tmp_path_factory.mktemp("tiny_eval_datasets"))
 
 
-@pytest.fixture
-def tiny(tiny_root) -> Path:
-    """Register every dataset name under the tiny root (other tests may register other roots)."""
-    mdata.register_all(tiny_root)
-    return tiny_root
+@pytest.fixture(autouse=True)
+def tiny(tiny_eval_root):
+    """Every test starts with the names registered under the tiny root and ends with the default registrations."""
+    mdata.register_all(tiny_eval_root)
+    yield tiny_eval_root
+    mdata.register_all()
