@@ -1,0 +1,30 @@
+"""Evaluation: detectron2 evaluators with numpy-2 workarounds, chosen per dataset and task.
+
+* :func:`build_evaluator` (``dataset_name, output_dir, tasks``) -> ``DatasetEvaluators`` of COCO mask AP
+  (``segm``: AP, AP50, AP75, APs/m/l, per-class), semantic mIoU (``sem_seg``), COCO PQ/SQ/RQ with things/stuff
+  (``panoptic_seg``), Cityscapes instance AP and semantic IoU (official scripts, per class).
+* :func:`grouped_class_rows` / :func:`grouped_class_markdown`: per-class AP grouped as in the paper's Table 4.
+"""
+
+from .build import DEFAULT_TASKS, EVALUATORS, TASKS, build_evaluator
+from .cityscapes import CityscapesInstanceEvaluator, CityscapesSemSegEvaluator
+from .compat import cityscapes_numpy2_patches, load_label_png
+from .instance import InstanceSegEvaluator
+from .oracle import ground_truth_outputs
+from .tables import CLASS_GROUPS, grouped_class_markdown, grouped_class_rows
+
+__all__ = [
+    "CLASS_GROUPS",
+    "DEFAULT_TASKS",
+    "EVALUATORS",
+    "TASKS",
+    "CityscapesInstanceEvaluator",
+    "CityscapesSemSegEvaluator",
+    "InstanceSegEvaluator",
+    "build_evaluator",
+    "cityscapes_numpy2_patches",
+    "grouped_class_markdown",
+    "grouped_class_rows",
+    "ground_truth_outputs",
+    "load_label_png",
+]
