@@ -82,6 +82,8 @@ def run_worker(container: dict[str, Any], output_dir: str) -> dict[str, Any]:
         if comm.get_world_size() > 1:
             seed = comm.all_gather(seed)[0]  # a random seed must be shared (sampler order)
         seed_all_rng(seed + comm.get_rank())
+        if comm.get_local_size() > 1 and device_type_of(cfg.device) == "cpu" and "OMP_NUM_THREADS" not in os.environ:
+            torch.set_num_threads(max(1, (os.cpu_count() or 1) // comm.get_local_size()))  # no oversubscription
         if torch.cuda.is_available():
             torch.backends.cudnn.benchmark = bool(cfg.runtime.cudnn_benchmark)
         logger.info("Rank %d/%d, seed %d, output %s", comm.get_rank(), comm.get_world_size(), seed, output_dir)

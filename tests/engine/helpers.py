@@ -44,7 +44,7 @@ def cli_command(out: Path, *extra: str) -> list[str]:
 
 
 def cli_env() -> dict[str, str]:
-    env = dict(os.environ, PYTHONWARNINGS="ignore", OMP_NUM_THREADS="1")
+    env = dict(os.environ, PYTHONWARNINGS="ignore")
     env.pop("CUDA_VISIBLE_DEVICES", None)
     return env
 

@@ -32,7 +32,7 @@ def _wait_for(path, proc: subprocess.Popen, timeout: float = 90.0) -> None:
 
 def test_sigkill_during_training_then_resume_reaches_max_iter(tmp_path):
     out = tmp_path / "run"
-    args = ["solver.max_iter=30", "solver.checkpoint_period=5", "model.train_step_delay_s=0.1"]
+    args = ["solver.max_iter=20", "solver.checkpoint_period=5", "model.train_step_delay_s=0.1"]
     proc = subprocess.Popen(cli_command(out, *args), cwd=ROOT, env=cli_env(), stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE, text=True)
     _wait_for(out / "model_0000004.pth", proc)
@@ -43,16 +43,16 @@ def test_sigkill_during_training_then_resume_reaches_max_iter(tmp_path):
         read_checkpoint(str(ckpt))
     saved = [read_checkpoint(str(p))["iteration"] for p in out.glob("model_*.pth")]
     last = max(saved)  # the newest complete checkpoint (the pointer may lag it if the kill fell in between)
-    assert 4 in saved and last in (4, 9, 14, 19, 24)
+    assert 4 in saved and last in (4, 9, 14)
 
     done = run_cli(out, *args[:2], "model.train_step_delay_s=0", "resume=true")
     assert done.returncode == 0, done.stderr[-3000:]
     log = (out / "log.txt").read_text()
-    assert f"Resuming at iteration {last + 1} of 30" in log
+    assert f"Resuming at iteration {last + 1} of 20" in log
     assert f"Starting training from iteration {last + 1}" in log
-    assert read_checkpoint(str(out / "model_final.pth"))["iteration"] == 29
+    assert read_checkpoint(str(out / "model_final.pth"))["iteration"] == 19
     iterations = [r["iteration"] for r in read_json_lines(out / "metrics.json") if "total_loss" in r]
-    assert iterations[-1] == 29 and iterations == sorted(iterations)
+    assert iterations[-1] == 19 and iterations == sorted(iterations)
     assert "sem_seg" in read_results(out / "final_metrics.json")
 
 
