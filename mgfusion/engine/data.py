@@ -3,7 +3,7 @@
 The train loader uses :class:`ResumableTrainingSampler`: detectron2's infinite shuffled index stream (seeded with
 the run's seed, identical on every rank) started at the position a resumed run had reached, so a resumed run sees
 the same images in the same order as an uninterrupted one. Random augmentation draws cannot be restored (they live
-in data-loader worker processes); they are re-seeded deterministically from (seed, rank, start iteration).
+in data-loader worker processes); they are re-seeded deterministically from (seed, rank, resumed position).
 """
 
 from __future__ import annotations

@@ -67,6 +67,10 @@ class Trainer(TrainerBase):
     def __init__(self, cfg: DictConfig, *, output_dir: str, seed: int) -> None:
         super().__init__()
         solver, runtime = cfg.solver, cfg.runtime
+        for key, value in (("solver.checkpoint_period", solver.checkpoint_period),
+                           ("runtime.log_period", runtime.log_period), ("solver.max_iter", solver.max_iter)):
+            if value < 1:
+                raise ValueError(f"{key} must be >= 1, got {value}")
         self.cfg = cfg
         self.output_dir = output_dir
         self.seed = seed
@@ -102,10 +106,6 @@ class Trainer(TrainerBase):
     # ---- construction ------------------------------------------------------------------------------------------
     def build_hooks(self) -> list[hooks.HookBase]:
         solver, runtime = self.cfg.solver, self.cfg.runtime
-        for key, value in (("solver.checkpoint_period", solver.checkpoint_period), ("runtime.log_period",
-                                                                                   runtime.log_period)):
-            if value < 1:
-                raise ValueError(f"{key} must be >= 1, got {value}")
         ret: list[hooks.HookBase] = [
             hooks.IterationTimer(),
             LRSchedulerHook(self.optimizer, self.scheduler, base_lr=solver.base_lr),
