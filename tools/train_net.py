@@ -12,7 +12,6 @@ The work is done by :func:`mgfusion.engine.run`; this file only adds the command
 
 from __future__ import annotations
 
-import logging
 import sys
 from pathlib import Path
 
@@ -23,8 +22,6 @@ from hydra.core.hydra_config import HydraConfig  # noqa: E402
 from omegaconf import DictConfig, OmegaConf  # noqa: E402
 
 from mgfusion.engine import CheckpointError, run  # noqa: E402
-
-logger = logging.getLogger("mgfusion.train_net")
 
 
 @hydra.main(version_base=None, config_path="../configs", config_name="train")
