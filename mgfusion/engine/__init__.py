@@ -1,1 +1,55 @@
-"""Training, evaluation wiring, checkpointing and launch."""
+"""Training, evaluation wiring, checkpointing and launch, on detectron2's engine and Hydra configs.
+
+>>> from hydra import compose, initialize_config_dir
+>>> from mgfusion.engine import run
+>>> with initialize_config_dir(config_dir=".../configs", version_base=None):
+...     cfg = compose("train", overrides=["backbone=fusion_micro_d3s2", "solver=smoke_cpu", "output_dir=/tmp/run"])
+>>> results = run(cfg)            # train; run(cfg with resume=true) continues; eval_only=true weights=PATH evaluates
+
+Pieces (each usable on its own):
+
+* :class:`Trainer` — hooks + :class:`AccumulatingAMPTrainer` (accumulation, CPU/CUDA autocast, clipping);
+* :func:`build_optimizer` / :func:`build_param_groups` — AdamW groups (norm/embedding WD, backbone LR multiplier);
+* :func:`warmup_poly`, :func:`warmup_multistep`, :func:`warmup_cosine` — LR schedules (``solver.lr_scheduler``);
+* :class:`AtomicCheckpointer` — atomic, weights-only checkpoints with clear errors and resume fallback;
+* :func:`evaluate` — the dataset's evaluator over every test set;
+* :func:`create_ddp_model`, :func:`launch_workers` — DDP on GPU (NCCL) and CPU (gloo).
+"""
+
+from .build import build_backbone, build_model, describe_parameters
+from .checkpoint import (
+    AtomicCheckpointer,
+    CheckpointCorruptError,
+    CheckpointError,
+    CheckpointUnsafeError,
+    read_checkpoint,
+    to_weights_only,
+)
+from .config import DEVICES, micro_batch_size, resolve_device, resolve_seed
+from .data import ResumableTrainingSampler, build_test_loader, build_train_loader, register_datasets
+from .distributed import create_ddp_model, launch_workers
+from .evaluation import evaluate, format_results, write_metrics_json
+from .grad_clip import CLIPPERS, GradientClipper, build_gradient_clipper, register_clipper
+from .lr_schedules import build_lr_scheduler, warmup_cosine, warmup_multistep, warmup_poly
+from .optim import build_optimizer, build_param_groups, is_norm_module
+from .precision import AMP_DTYPES, Precision, resolve_precision
+from .runner import EVAL_METRICS, FINAL_METRICS, run, run_worker
+from .train_loop import AccumulatingAMPTrainer
+from .trainer import Trainer
+
+__all__ = [
+    "build_backbone", "build_model", "describe_parameters",
+    "AtomicCheckpointer", "CheckpointCorruptError", "CheckpointError", "CheckpointUnsafeError", "read_checkpoint",
+    "to_weights_only",
+    "DEVICES", "micro_batch_size", "resolve_device", "resolve_seed",
+    "ResumableTrainingSampler", "build_test_loader", "build_train_loader", "register_datasets",
+    "create_ddp_model", "launch_workers",
+    "evaluate", "format_results", "write_metrics_json",
+    "CLIPPERS", "GradientClipper", "build_gradient_clipper", "register_clipper",
+    "build_lr_scheduler", "warmup_cosine", "warmup_multistep", "warmup_poly",
+    "build_optimizer", "build_param_groups", "is_norm_module",
+    "AMP_DTYPES", "Precision", "resolve_precision",
+    "EVAL_METRICS", "FINAL_METRICS", "run", "run_worker",
+    "AccumulatingAMPTrainer",
+    "Trainer",
+]  # fmt: skip

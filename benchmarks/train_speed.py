@@ -1,0 +1,136 @@
+"""Training speed (seconds per optimizer step), peak memory and inference throughput of a composed train config.
+
+    python benchmarks/train_speed.py [--iters 20] [--warmup 3] [--infer-images 16] [--threads 2] [OVERRIDE ...]
+
+OVERRIDEs are Hydra overrides of configs/train.yaml (``{tmp}`` is replaced by a scratch folder). Without any, the
+default below runs the real micro fusion backbone (``fusion_micro_d3s2``) under the engine's test segmentation head
+on the tiny test dataset (64x64 images) with the CPU smoke solver. For Mask2Former, e.g.:
+
+    python benchmarks/train_speed.py backbone=fusion_micro_d3s2 model=mask2former_tiny dataset=synthetic_semantic \
+        solver=smoke_cpu runtime=smoke device=cpu
+
+Peak memory is the process's peak RSS on CPU (includes imports and model construction) and
+``torch.cuda.max_memory_allocated`` during the timed steps on GPU. Prints a table, writes JSON
+(default benchmarks/results/train_speed.json).
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import os
+import resource
+import statistics
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import torch  # noqa: E402
+from detectron2.utils.env import seed_all_rng  # noqa: E402
+from detectron2.utils.events import EventStorage  # noqa: E402
+from hydra import compose, initialize_config_dir  # noqa: E402
+
+from mgfusion.engine import Trainer, build_test_loader, register_datasets  # noqa: E402
+from mgfusion.utils.bench import format_table, write_results  # noqa: E402
+
+#: extra config folder searched after configs/ (the engine tests' tiny model and dataset nodes).
+DEFAULT_CONFIG_DIR = ROOT / "tests" / "engine" / "configs"
+DEFAULT_OVERRIDES = ["backbone=fusion_micro_d3s2", "model=tiny_seg", "dataset=tiny_shapes", "solver=smoke_cpu",
+                     "runtime=smoke", "device=cpu", "dataset.register.root={tmp}/data", "dataset.register.num_train=16"]
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux: KiB
+
+
+def measure_training(trainer: Trainer, *, warmup: int, iters: int) -> dict[str, float]:
+    """Median seconds per optimizer step (data loading included) and peak memory over ``iters`` timed steps."""
+    device = trainer.device
+    times, data_times = [], []
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    with EventStorage(0) as storage:
+        for it in range(warmup + iters):
+            storage.iter = trainer.iter = it
+            _sync(device)
+            start = time.perf_counter()
+            trainer.run_step()
+            _sync(device)
+            if it >= warmup:
+                times.append(time.perf_counter() - start)
+                data_times.append(storage.history("data_time").latest())
+    peak = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else _peak_rss_mb()
+    step = statistics.median(times)
+    return {"s_per_iter": step, "min_s_per_iter": min(times), "data_s_per_iter": statistics.median(data_times),
+            "train_images_per_s": trainer.cfg.solver.ims_per_batch / step, "peak_mem_MB": peak}
+
+
+def measure_inference(trainer: Trainer, *, images: int) -> dict[str, float]:
+    """Images per second of ``model(list[dict])`` in eval mode on the first test set (batch 1, cycled to ``images``
+    images after 2 warm-up images; loading excluded, no evaluator)."""
+    model, device = trainer.model, trainer.device
+    loader = build_test_loader(trainer.cfg.dataset, trainer.cfg.dataset.test[0], num_workers=0)
+    batches = [b for b, _ in zip(loader, range(images))]
+    model.eval()
+    with torch.no_grad():
+        for batch in batches[:2]:
+            model(batch)
+        _sync(device)
+        start = time.perf_counter()
+        for batch in itertools.islice(itertools.cycle(batches), images):
+            model(batch)
+        _sync(device)
+        elapsed = time.perf_counter() - start
+    model.train()
+    return {"infer_images_per_s": images / elapsed}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("overrides", nargs="*", help="Hydra overrides (default: the tiny CPU smoke setup)")
+    p.add_argument("--config-dir", default=str(DEFAULT_CONFIG_DIR), help="extra Hydra config folder")
+    p.add_argument("--iters", type=int, default=20, help="timed optimizer steps")
+    p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--infer-images", type=int, default=16)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--out", default="benchmarks/results/train_speed.json")
+    args = p.parse_args()
+    warnings.filterwarnings("ignore")
+    torch.set_num_threads(args.threads)
+
+    with tempfile.TemporaryDirectory(prefix="mgf_train_speed_") as tmp:
+        overrides = [o.replace("{tmp}", tmp) for o in (args.overrides or DEFAULT_OVERRIDES)]
+        overrides += [f"output_dir={tmp}/run", "runtime.tensorboard=false"]
+        with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base=None):
+            cfg = compose("train", overrides=[f"hydra.searchpath=[file://{os.path.abspath(args.config_dir)}]",
+                                              *overrides])
+        register_datasets(cfg.dataset)
+        seed_all_rng(0)
+        trainer = Trainer(cfg, output_dir=f"{tmp}/run", seed=0)
+        trainer.resume_or_load(resume=False)
+        row = {"config": " ".join(o for o in overrides if "{" not in o and tmp not in o),
+               "device": str(trainer.device), "precision": str(trainer.precision),
+               "ims_per_batch": cfg.solver.ims_per_batch, "grad_accum_steps": cfg.solver.grad_accum_steps,
+               **measure_training(trainer, warmup=args.warmup, iters=args.iters),
+               **measure_inference(trainer, images=args.infer_images)}  # fmt: skip
+
+    print(f"\nTraining step (median of {args.iters} after {args.warmup} warm-up), inference batch 1, "
+          f"{args.threads} threads")
+    print(format_table([{k: v for k, v in row.items() if k != "config"}]))
+    print(f"config: {row['config']}")
+    write_results(args.out, "train_speed", [row], iters=args.iters, warmup=args.warmup)
+    print(f"\nwrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,110 @@
+"""Data side of the engine: dataset registration from the config, and detectron2 train/test loaders.
+
+The train loader uses :class:`ResumableTrainingSampler`: detectron2's infinite shuffled index stream (seeded with
+the run's seed, identical on every rank) started at the position a resumed run had reached, so a resumed run sees
+the same images in the same order as an uninterrupted one. Random augmentation draws cannot be restored (they live
+in data-loader worker processes); they are re-seeded deterministically from (seed, rank, resumed position).
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+from typing import Any, Callable, Iterator
+
+from detectron2.data import DatasetCatalog, build_detection_test_loader, build_detection_train_loader
+from detectron2.data.samplers import TrainingSampler
+from detectron2.utils import comm
+from hydra.utils import instantiate
+from omegaconf import DictConfig
+
+__all__ = ["ResumableTrainingSampler", "register_datasets", "dataset_dicts", "build_train_loader", "build_test_loader"]
+
+logger = logging.getLogger(__name__)
+
+
+class ResumableTrainingSampler(TrainingSampler):
+    """detectron2's ``TrainingSampler`` that skips the first ``start_index`` indices of each rank's share.
+
+    Args:
+        size: dataset length.
+        shuffle: shuffle each pass (``False``: ``0..size-1`` repeated).
+        seed: shuffle seed, identical on all ranks (None: a shared random seed).
+        start_index: number of samples this rank already consumed (``start_iter * per-rank images per step``).
+    """
+
+    def __init__(self, size: int, *, shuffle: bool = True, seed: int | None = None, start_index: int = 0) -> None:
+        super().__init__(size, shuffle=shuffle, seed=seed)
+        if start_index < 0:
+            raise ValueError(f"start_index must be >= 0, got {start_index}")
+        self._start_index = int(start_index)
+
+    def __iter__(self) -> Iterator[int]:
+        start = self._rank + self._start_index * self._world_size
+        yield from itertools.islice(self._infinite_indices(), start, None, self._world_size)
+
+
+def register_datasets(dataset_cfg: DictConfig) -> None:
+    """Instantiate ``dataset.register`` if present (main process first, so a dataset generated on first use is
+    written once), then check that every ``train``/``test`` name is registered in ``DatasetCatalog``."""
+    register = dataset_cfg.get("register")
+    if register is not None:
+        if comm.is_main_process():
+            instantiate(register, _convert_="all")
+        comm.synchronize()
+        if not comm.is_main_process():
+            instantiate(register, _convert_="all")
+    names = list(dataset_cfg.get("train") or []) + list(dataset_cfg.get("test") or [])
+    missing = [n for n in names if n not in DatasetCatalog.list()]
+    if missing:
+        raise KeyError(
+            f"dataset {dataset_cfg.get('name')!r}: {missing} not registered in detectron2's DatasetCatalog; "
+            f"registered: {sorted(DatasetCatalog.list())}"
+        )
+
+
+def dataset_dicts(names: list[str]) -> list[dict[str, Any]]:
+    """Concatenated dataset dicts of the registered ``names`` (error if a split is empty)."""
+    dicts: list[dict[str, Any]] = []
+    for name in names:
+        d = DatasetCatalog.get(name)
+        if len(d) == 0:
+            raise ValueError(f"dataset {name!r} is empty")
+        dicts.extend(d)
+    return dicts
+
+
+def build_train_loader(
+    dataset_cfg: DictConfig,
+    *,
+    images_per_step: int,
+    batches_consumed: int,
+    seed: int,
+    num_workers: int,
+    aspect_ratio_grouping: bool = True,
+) -> Iterator[list[dict[str, Any]]]:
+    """Infinite loader of training micro-batches (``list[dict]`` of ``images_per_step // world_size`` images).
+
+    Args:
+        dataset_cfg: the ``dataset`` node (``train`` names, ``train_mapper``).
+        images_per_step: images per micro-batch summed over all processes.
+        batches_consumed: micro-batches the run already consumed (resumed position; 0 for a fresh run).
+        seed: shuffle seed (same on all ranks).
+        num_workers: data-loader worker processes per rank.
+    """
+    dicts = dataset_dicts(list(dataset_cfg.train))
+    mapper = instantiate(dataset_cfg.train_mapper, _convert_="all")
+    per_rank = images_per_step // comm.get_world_size()
+    sampler = ResumableTrainingSampler(len(dicts), shuffle=True, seed=seed, start_index=batches_consumed * per_rank)
+    worker_seed = hash((seed, comm.get_rank(), batches_consumed)) & 0x7FFFFFFF  # int hashing is not salted
+    return build_detection_train_loader(
+        dataset=dicts, mapper=mapper, sampler=sampler, total_batch_size=images_per_step,
+        aspect_ratio_grouping=aspect_ratio_grouping, num_workers=num_workers, seed=worker_seed,
+    )  # fmt: skip
+
+
+def build_test_loader(dataset_cfg: DictConfig, name: str, *, num_workers: int) -> Any:
+    """detectron2 inference loader of the registered test set ``name`` (batch 1, split across ranks)."""
+    mapper: Callable = instantiate(dataset_cfg.test_mapper, _convert_="all")
+    return build_detection_test_loader(dataset=DatasetCatalog.get(name), mapper=mapper, num_workers=num_workers)
+

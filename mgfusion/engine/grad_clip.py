@@ -1,0 +1,94 @@
+"""Gradient clipping applied by the trainer between backward (after unscaling) and the optimizer step.
+
+Clip types (``solver.clip_gradients.type``), a registry so new ones are one decorated function:
+
+* ``full_model`` (the paper, SPEC 6): one L2 norm over *all* trainable gradients, clipped to ``value`` — Mask2Former's
+  ``full_model`` mode, which detectron2 itself only offers as a per-parameter clip.
+* ``norm``: each parameter's gradient norm clipped to ``value`` separately (detectron2's ``norm`` mode).
+* ``value``: every gradient element clamped to ``[-value, value]`` (detectron2's ``value`` mode).
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Iterable, Sequence
+
+import torch
+from torch import nn
+
+__all__ = ["GradientClipper", "register_clipper", "build_gradient_clipper", "CLIPPERS"]
+
+#: ``(params, value, norm_type) -> total gradient norm before clipping (0-dim tensor) or None``
+ClipFn = Callable[[Sequence[nn.Parameter], float, float], "torch.Tensor | None"]
+CLIPPERS: dict[str, ClipFn] = {}
+
+
+def register_clipper(name: str) -> Callable[[ClipFn], ClipFn]:
+    """Register a clip function under ``name`` (usable as ``solver.clip_gradients.type``)."""
+
+    def deco(fn: ClipFn) -> ClipFn:
+        if name in CLIPPERS:
+            raise KeyError(f"gradient clipper {name!r} is already registered")
+        CLIPPERS[name] = fn
+        return fn
+
+    return deco
+
+
+@register_clipper("full_model")
+def _clip_full_model(params: Sequence[nn.Parameter], value: float, norm_type: float) -> torch.Tensor:
+    return nn.utils.clip_grad_norm_(params, max_norm=value, norm_type=norm_type)
+
+
+@register_clipper("norm")
+def _clip_per_parameter_norm(params: Sequence[nn.Parameter], value: float, norm_type: float) -> None:
+    for p in params:
+        if p.grad is not None:
+            nn.utils.clip_grad_norm_(p, max_norm=value, norm_type=norm_type)
+    return None
+
+
+@register_clipper("value")
+def _clip_value(params: Sequence[nn.Parameter], value: float, norm_type: float) -> None:
+    nn.utils.clip_grad_value_(params, clip_value=value)
+    return None
+
+
+class GradientClipper:
+    """Clips the gradients of a fixed parameter list.
+
+    Args:
+        params: the trainable parameters (those with ``requires_grad``).
+        clip_type: a name in :data:`CLIPPERS`.
+        value: max norm (``full_model``/``norm``) or max absolute value (``value``).
+        norm_type: p of the p-norm (2.0 = L2).
+
+    Calling it returns the total gradient norm before clipping (0-dim tensor, no host sync) for ``full_model``,
+    else None.
+    """
+
+    def __init__(self, params: Iterable[nn.Parameter], *, clip_type: str, value: float, norm_type: float = 2.0):
+        if clip_type not in CLIPPERS:
+            raise ValueError(f"solver.clip_gradients.type={clip_type!r} is not one of {sorted(CLIPPERS)}")
+        if not value > 0:
+            raise ValueError(f"solver.clip_gradients.value must be > 0, got {value}")
+        self.params = [p for p in params if p.requires_grad]
+        self.clip_type = clip_type
+        self.value = float(value)
+        self.norm_type = float(norm_type)
+        self._fn = CLIPPERS[clip_type]
+
+    def __call__(self) -> torch.Tensor | None:
+        return self._fn(self.params, self.value, self.norm_type)
+
+    def __repr__(self) -> str:
+        return f"GradientClipper(type={self.clip_type}, value={self.value}, norm_type={self.norm_type})"
+
+
+def build_gradient_clipper(
+    params: Iterable[nn.Parameter], *, enabled: bool, type: str = "full_model", value: float = 0.01,
+    norm_type: float = 2.0,
+) -> GradientClipper | None:
+    """The clipper of ``solver.clip_gradients`` (None when disabled)."""
+    if not enabled:
+        return None
+    return GradientClipper(params, clip_type=type, value=value, norm_type=norm_type)

@@ -1,0 +1,40 @@
+#!/usr/bin/env python
+"""Train, resume or evaluate a segmentation model from the Hydra configs in ``configs/`` (see configs/train.yaml).
+
+    python tools/train_net.py                                     # train (paper defaults)
+    python tools/train_net.py resume=true                         # continue the run in the same output folder
+    python tools/train_net.py eval_only=true weights=PATH.pth     # evaluate a checkpoint
+    python tools/train_net.py -m backbone.fusion.stride=4,8,16,32 # Hydra multirun sweep (one folder per job)
+    python tools/train_net.py runtime.num_gpus=8                  # DDP through detectron2's launch
+
+The work is done by :func:`mgfusion.engine.run`; this file only adds the command line.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's mgfusion, also when not installed
+
+import hydra  # noqa: E402
+from hydra.core.hydra_config import HydraConfig  # noqa: E402
+from omegaconf import DictConfig, OmegaConf  # noqa: E402
+
+from mgfusion.engine import CheckpointError, run  # noqa: E402
+
+
+@hydra.main(version_base=None, config_path="../configs", config_name="train")
+def main(cfg: DictConfig) -> None:
+    if cfg.output_dir is None:
+        cfg.output_dir = HydraConfig.get().runtime.output_dir
+    print(OmegaConf.to_yaml(cfg, resolve=True), flush=True)
+    try:
+        run(cfg)
+    except (CheckpointError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr, flush=True)
+        raise SystemExit(2) from None
+
+
+if __name__ == "__main__":
+    main()
