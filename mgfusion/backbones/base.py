@@ -99,6 +99,13 @@ class Encoder(nn.Module, metaclass=abc.ABCMeta):
         """{stride: LevelSpec(channels, stride)} of the output pyramid."""
         return {s: LevelSpec(self.out_channels[s], s) for s in self.out_strides}
 
+    def level_only_parameters(self, stride: int) -> list[nn.Parameter]:
+        """Parameters that feed only the output level ``stride`` (e.g. a ViT neck's per-level projection).
+
+        A fusion that discards this level freezes them, since they would never receive a gradient.
+        """
+        return []
+
     # ---- freezing --------------------------------------------------------------------------------------------
     @property
     def frozen(self) -> bool:

@@ -7,7 +7,9 @@ backbone is itself an :class:`~mgfusion.backbones.base.Encoder` and plugs into t
 
 Each encoder sees its own preprocessing: the input arrives normalized with the master's mean/std; the auxiliary's
 input is re-normalized with its own mean/std and, optionally, resized to its own resolution (``aux_input_size``), its
-features being resized to the master's grid by the operator.
+features being resized to the master's grid by the operator. With ``replace`` the master's own map at that stride is
+discarded, so the parameters that feed only that level (a ViT neck's projection) are frozen: they would never get a
+gradient (and would count as unused parameters under DDP).
 
 The injection stride comes from the constructor (``inject={16: "replace"}``), or from a saved profile
 (``inject_from_profile=path``: argmax over strides of the auxiliary's mean EF, SPEC §4). ``dynamic_stride=True``
@@ -150,6 +152,11 @@ class FusionBackbone(Encoder):
             for s, op in sorted(inject.items())
         })
         self.dynamic_stride = bool(dynamic_stride)
+        if not self.dynamic_stride:  # a replaced master level is discarded: its own parameters would get no gradient
+            for s, op in inject.items():
+                if op == "replace":
+                    for p in self.master.level_only_parameters(s):
+                        p.requires_grad_(False)
         if aux_input_size is not None and not isinstance(aux_input_size, int):
             aux_input_size = tuple(int(v) for v in aux_input_size)
             if len(aux_input_size) != 2:
@@ -212,7 +219,7 @@ class FusionBackbone(Encoder):
         images = self.to_rgb255(x.float()).clamp(0, 255)
         with torch.no_grad():
             ef = {s: float(compute_metrics(aux[s].float(), images, stride=s, variant="reference",
-                                           keys=("EF",))["EF"].sum()) for s in self.inject_strides}
+                                           parts=("EF",))["EF"].sum()) for s in self.inject_strides}
         return argmax_stride(ef)
 
     def extra_repr(self) -> str:

@@ -70,6 +70,10 @@ class PyramidNeck(nn.Module):
         self.strides = tuple(int(s) for s in strides)
         self.out_channels: dict[int, int] = {}
 
+    def level_parameters(self, stride: int) -> list[nn.Parameter]:
+        """Parameters that feed only the output level ``stride`` (none for parameter-free necks)."""
+        return []
+
     @staticmethod
     def _level_tokens(tokens: Sequence[torch.Tensor], n_levels: int) -> list[torch.Tensor]:
         if len(tokens) == 1:
@@ -115,6 +119,9 @@ class PaperPyramidNeck(PyramidNeck):
         chans = _per_level(out_channels, self.strides, "out_channels")
         self.out_channels = dict(zip(self.strides, chans))
         self.proj = nn.ModuleDict({str(s): nn.Conv2d(self.in_channels, c, 1) for s, c in self.out_channels.items()})
+
+    def level_parameters(self, stride: int) -> list[nn.Parameter]:
+        return list(self.proj[str(stride)].parameters())
 
     def forward(self, tokens: Sequence[torch.Tensor], padded_hw: tuple[int, int]) -> dict[int, torch.Tensor]:
         maps = self._level_tokens(tokens, len(self.strides))
@@ -164,6 +171,9 @@ class ViTDetPyramidNeck(PyramidNeck):
                 nn.Conv2d(mid, c, 1, bias=False), LayerNorm2d(c),
                 nn.Conv2d(c, c, 3, padding=1, bias=False), LayerNorm2d(c),
             )
+
+    def level_parameters(self, stride: int) -> list[nn.Parameter]:
+        return [*self.resample[str(stride)].parameters(), *self.output[str(stride)].parameters()]
 
     def forward(self, tokens: Sequence[torch.Tensor], padded_hw: tuple[int, int]) -> dict[int, torch.Tensor]:
         maps = self._level_tokens(tokens, len(self.strides))

@@ -122,6 +122,9 @@ class PlainViTEncoder(Encoder):
         self.pixel_mean, self.pixel_std = _pixel_stats(self.trunk)
         self.embed_dim = int(self.trunk.embed_dim)
 
+    def level_only_parameters(self, stride: int) -> list[nn.Parameter]:
+        return self.neck.level_parameters(stride)
+
     def forward_padded(self, x: torch.Tensor) -> dict[int, torch.Tensor]:
         unique = sorted(set(self.taps))
         maps = self.trunk.forward_intermediates(

@@ -95,7 +95,8 @@ def test_gradients_reach_master_never_auxiliary():
     out = fb(torch.randn(2, 3, 64, 64))
     sum(f.float().square().mean() for f in out.values()).backward()
     assert all(p.grad is None and not p.requires_grad for p in fb.auxiliary.parameters())
-    assert fb.master.neck.proj["16"].weight.grad is None, "the replaced level's 1x1 conv gets no gradient"
+    replaced = fb.master.neck.proj["16"].weight
+    assert replaced.grad is None and not replaced.requires_grad, "the replaced level's 1x1 conv is frozen (unused)"
     for s in ("4", "8", "32"):
         assert fb.master.neck.proj[s].weight.grad.abs().sum() > 0
     assert fb.master.trunk.patch_embed.proj.weight.grad.abs().sum() > 0

@@ -1,0 +1,115 @@
+"""Throughput and memory of tools/profile_encoders.py on CPU (issue: profile_speed).
+
+Profiles two small encoders at 512x512 on N images (real CC0 photos from scikit-image, randomly cropped/flipped so
+that every image differs) for N in --counts, each in a fresh process, and reports images/s split into encoder time
+and metric time, plus the process's peak RSS; memory should stay flat as N grows (results stream to disk).
+
+    python benchmarks/profile_speed.py [--counts 20,200] [--encoders dinov3_vits16,sam2_hiera_t] [--threads 2]
+
+Prints a Markdown table and writes JSON (default benchmarks/results/profile_speed.json).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from mgfusion.utils.bench import format_table, write_results  # noqa: E402
+
+
+def make_images(folder: Path, n: int, size: int, seed: int = 0) -> None:
+    """``n`` distinct ``size x size`` crops of scikit-image's CC0 photos."""
+    from skimage import data
+
+    photos = [data.astronaut(), data.coffee(), data.chelsea(), data.rocket(), data.immunohistochemistry()]
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(n):
+        img = Image.fromarray(photos[i % len(photos)])
+        scale = rng.uniform(1.0, 2.0) * size / min(img.size)
+        img = img.resize((max(size, round(img.width * scale)), max(size, round(img.height * scale))))
+        x0 = int(rng.integers(0, img.width - size + 1))
+        y0 = int(rng.integers(0, img.height - size + 1))
+        crop = img.crop((x0, y0, x0 + size, y0 + size))
+        if rng.random() < 0.5:
+            crop = crop.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+        crop.save(folder / f"{i:05d}.jpg", quality=92)
+
+
+def run_once(images: Path, out: Path, encoders: list[str], size: int, batch: int, threads: int,
+             variant: str) -> dict:
+    """Profile in a fresh process; returns its summary timing and peak RSS (MiB)."""
+    code = (
+        "import sys, json, resource, torch; torch.set_num_threads(int(sys.argv[1]));"
+        "from mgfusion.profiling import run_profile;"
+        "s = run_profile(json.loads(sys.argv[2]));"
+        "print('RESULT', json.dumps({'timing': s['timing'], 'n': s['num_images'],"
+        " 'maxrss_kb': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}))"
+    )
+    settings = dict(images=str(images), encoders=encoders, output_dir=str(out), resolution=[size, size],
+                    batch_size=batch, num_workers=1, device="cpu", variant=variant, max_images=None, cost=False,
+                    progress=False, num_pca_images=0, supervised=False)
+    t0 = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-c", code, str(threads), json.dumps(settings)], cwd=REPO,
+                          capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=str(REPO)))
+    wall = time.perf_counter() - t0
+    if proc.returncode != 0:
+        raise RuntimeError(proc.stdout[-3000:] + proc.stderr[-3000:])
+    res = json.loads(next(line for line in proc.stdout.splitlines() if line.startswith("RESULT "))[7:])
+    res["wall_s"] = wall
+    return res
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--counts", default="20,200")
+    p.add_argument("--encoders", default="dinov3_vits16,sam2_hiera_t")
+    p.add_argument("--size", type=int, default=512)
+    p.add_argument("--batch", type=int, default=4)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--variant", default="reference")
+    p.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "profile_speed.json"))
+    args = p.parse_args()
+    encoders = args.encoders.split(",")
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for n in (int(c) for c in args.counts.split(",")):
+            images = Path(tmp) / f"images_{n}"
+            make_images(images, n, args.size)
+            res = run_once(images, Path(tmp) / f"run_{n}", encoders, args.size, args.batch, args.threads,
+                           args.variant)
+            t = res["timing"]
+            per_pass = res["n"] * len(encoders)
+            rows.append({
+                "images": res["n"],
+                "encoders": "+".join(encoders),
+                "images_per_s": res["n"] / (t["encoder_s"] + t["metrics_s"]),
+                "encoder_s_per_img_enc": t["encoder_s"] / per_pass,
+                "metrics_s_per_img_enc": t["metrics_s"] / per_pass,
+                "wall_s": res["wall_s"],
+                "peak_rss_MiB": res["maxrss_kb"] / 1024,
+            })
+            print(f"{n} images: {rows[-1]['images_per_s']:.2f} img/s, peak RSS {rows[-1]['peak_rss_MiB']:.0f} MiB",
+                  flush=True)
+    print(f"\nprofile_encoders on CPU ({args.threads} threads), {args.size}x{args.size}, batch {args.batch}, "
+          f"variant {args.variant}; images/s counts both encoders and all metrics (4 strides)")
+    print(format_table(rows))
+    write_results(args.out, "profile_speed", rows, size=args.size, batch=args.batch, variant=args.variant,
+                  note="memory should be flat in the number of images: results stream to per_image.jsonl")
+    print(f"\nwrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

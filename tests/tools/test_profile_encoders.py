@@ -1,0 +1,148 @@
+"""tools/profile_encoders.py: outputs, tables, recommendation, failures, resume after SIGKILL, supervised RQ4."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
+
+from mgfusion.backbones import FusionBackbone
+from mgfusion.profiling import run_profile
+
+REPO = Path(__file__).resolve().parents[2]
+ENCODERS = ["dinov3_micro16", "sam2_hiera_micro"]
+
+
+def _settings(images, out, **kw):
+    base = dict(images=str(images), encoders=ENCODERS, output_dir=str(out), resolution=[64, 96], batch_size=2,
+                num_workers=0, device="cpu", variant="reference", max_images=None, cost=True, cost_repeats=1,
+                progress=False)
+    base.update(kw)
+    return base
+
+
+def test_profile_outputs_tables_recommendation_and_failures(image_folder, tmp_path, capsys):
+    out = tmp_path / "run"
+    summary = run_profile(_settings(image_folder, out))
+    assert summary["num_images"] == 6 and summary["failed_images"] == 1
+    failed = (out / "failed_images.txt").read_text()
+    assert failed.startswith("zz_corrupt.png\t") and str(image_folder / "zz_corrupt.png") in failed
+    printed = capsys.readouterr().out
+    assert f"skipped unreadable image: {image_folder / 'zz_corrupt.png'}" in printed
+    assert "6 images profiled, 1 unreadable skipped" in printed
+    lines = (out / "per_image.jsonl").read_text().splitlines()
+    assert len(lines) == 6 * len(ENCODERS)
+    rec = json.loads(lines[0])
+    assert set(rec["metrics"]) == {"4", "8", "16", "32"}
+    assert {"SFC", "SCS", "SC", "EC", "NC", "FC", "SP", "EF"} <= set(rec["metrics"]["16"])
+
+    # tables parse and agree with summary.json
+    with open(out / "table_sc_ef.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["encoder"] for r in rows] == ENCODERS
+    on_disk = json.loads((out / "summary.json").read_text())
+    for r in rows:
+        for s in (4, 8, 16, 32):
+            assert float(r[f"SC_OS{s}"]) == pytest.approx(on_disk["encoders"][r["encoder"]][str(s)]["SC"]["mean"])
+            assert 0.0 <= float(r[f"SC_OS{s}"]) <= 1.0 and 0.0 <= float(r[f"EF_OS{s}"]) <= 100.0
+    md = (out / "table_sc_ef.md").read_text()
+    assert md.splitlines()[0].startswith("| Encoder | SC OS4") and "dinov3_micro16" in md
+    for plot in ("plots/sc_ef_vs_stride.png", "plots/pca_maps.png"):
+        assert (out / plot).stat().st_size > 5000
+
+    # the recommendation follows the rule and its config builds a fusion backbone with Hydra
+    r = on_disk["recommendation"]
+    enc = on_disk["encoders"]
+    mean_sc = {e: sum(enc[e][s]["SC"]["mean"] for s in enc[e]) / 4 for e in ENCODERS}
+    assert r["master"] == max(mean_sc, key=mean_sc.get) and r["auxiliary"] != r["master"]
+    aux_ef = {int(s): v["EF"]["mean"] for s, v in enc[r["auxiliary"]].items()}
+    assert aux_ef[r["stride"]] == max(aux_ef.values())
+    cfg = OmegaConf.load(out / "recommended_fusion.yaml")
+    fb = instantiate(cfg)
+    assert isinstance(fb, FusionBackbone) and fb.inject_strides == (r["stride"],)
+    assert fb.master.registry_name == r["master"]
+    with torch.no_grad():
+        assert fb.eval()(torch.randn(1, 3, 64, 64))[r["stride"]].shape[1] == fb.master.out_channels[r["stride"]]
+
+    # cost table: every encoder + the fused pair
+    models = [c["model"] for c in on_disk["cost"]]
+    assert models[:2] == ENCODERS and models[2].startswith("fused ")
+    fused = on_disk["cost"][2]
+    assert fused["params_M"] == pytest.approx(sum(c["params_M"] for c in on_disk["cost"][:2]), rel=1e-6)
+    assert all(c["images_per_s"] > 0 for c in on_disk["cost"])
+    assert (out / "cost.md").exists()
+
+
+def test_unknown_names_fail_at_start_with_valid_choices(image_folder, tmp_path):
+    with pytest.raises(ValueError, match=r"unknown encoder\(s\) \['dinov4'\]; registered encoders: .*sam2_hiera_bplus"):
+        run_profile(_settings(image_folder, tmp_path / "a", encoders=["dinov4", "sam2_hiera_micro"]))
+    with pytest.raises(ValueError, match="unknown metric variant 'fancy'; valid: reference, paper, corrected"):
+        run_profile(_settings(image_folder, tmp_path / "b", variant="fancy"))
+    with pytest.raises(ValueError, match="unknown dataset 'no_such_set'; registered datasets: .*coco_2017_val"):
+        run_profile(_settings(None, tmp_path / "c", images=None, dataset="no_such_set"))
+    assert not (tmp_path / "a" / "per_image.jsonl").exists()
+
+
+def _cli(args, **popen):
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    return subprocess.Popen([sys.executable, str(REPO / "tools" / "profile_encoders.py"), *args], cwd=REPO,
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **popen)
+
+
+def test_killed_run_resumes_without_recomputing(image_folder, tmp_path):
+    for i in range(6):  # 12 readable images in total
+        (image_folder / f"copy_{i}.png").write_bytes((image_folder / "astronaut.png").read_bytes())
+    args = [f"images={image_folder}", f"encoders=[{','.join(ENCODERS)}]", "resolution=[96,128]", "batch_size=1",
+            "num_workers=0", "device=cpu", "cost=false", "progress=false", "max_images=null"]
+    out = tmp_path / "killed"
+    proc = _cli(args + [f"output_dir={out}"])
+    jsonl = out / "per_image.jsonl"
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        if jsonl.exists() and len(jsonl.read_text().splitlines()) >= 4:
+            break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    done_before = len(jsonl.read_text().splitlines())
+    assert 4 <= done_before < 24, f"kill came too late: {done_before} records"
+    assert not (out / "summary.json").exists()
+
+    resumed = _cli(args + [f"output_dir={out}"])
+    log, _ = resumed.communicate(timeout=300)
+    assert resumed.returncode == 0, log
+    finished_images = done_before // 2
+    assert f"{finished_images} finished images skipped" in log
+    lines = jsonl.read_text().splitlines()
+    keys = [(json.loads(line)["encoder"], json.loads(line)["image_id"]) for line in lines]
+    assert len(keys) == len(set(keys)) == 24, "no image recomputed, none missing"
+
+    fresh = tmp_path / "fresh"
+    ok = _cli(args + [f"output_dir={fresh}"])
+    log2, _ = ok.communicate(timeout=300)
+    assert ok.returncode == 0, log2
+    assert (out / "table_sc_ef.csv").read_text() == (fresh / "table_sc_ef.csv").read_text()
+
+
+def test_coco_json_with_labels_reports_sc_gt_and_spearman(coco_json, tmp_path):
+    out = tmp_path / "rq4"
+    summary = run_profile(_settings(coco_json, out, cost=False, resolution=None))
+    assert summary["num_images"] == 4
+    sup = summary["supervised"]
+    assert set(sup["per_encoder"]) == set(ENCODERS)
+    for v in sup["per_encoder"].values():
+        assert 0.0 <= v["SC_gt"] <= 1.0
+    assert sup["spearman_encoders"]["rho"] is None and sup["spearman_encoders"]["n"] == 2, "n < 3: undefined"
+    rho = sup["spearman_encoder_stride"]
+    assert -1.0 <= rho["rho"] <= 1.0 and rho["n"] == 8 and 0.0 <= rho["p"] <= 1.0
+    assert "reconstruction" in (out / "supervised_rq4.md").read_text()
