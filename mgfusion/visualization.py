@@ -58,7 +58,7 @@ def save_overlay_grid(panels: Sequence[tuple[str, np.ndarray]], path: str | os.P
         ax.imshow(img)
         ax.set_title(title, fontsize=8)
     fig.tight_layout()
-    _save_figure(fig, path)
+    save_figure(fig, path)
 
 
 def plot_training_curves(metrics_json: str | os.PathLike, path: str | os.PathLike,
@@ -98,11 +98,12 @@ def plot_training_curves(metrics_json: str | os.PathLike, path: str | os.PathLik
         if k != "lr" and min(ys) > 0:
             ax.set_yscale("log")
     fig.tight_layout()
-    _save_figure(fig, path)
+    save_figure(fig, path)
     return found
 
 
-def _save_figure(fig, path: str | os.PathLike) -> None:
+def save_figure(fig, path: str | os.PathLike) -> None:
+    """Save a matplotlib figure atomically (temp file + rename) and close it."""
     import matplotlib.pyplot as plt
 
     path = Path(path)

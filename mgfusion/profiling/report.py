@@ -13,6 +13,7 @@ import numpy as np
 
 from mgfusion.metrics import aggregate
 from mgfusion.utils.io import atomic_write_text
+from mgfusion.visualization import save_figure
 
 METRIC_KEYS = ("SFC", "SCS", "SC", "EC", "NC", "FC", "SP", "EF")
 
@@ -147,7 +148,7 @@ def plot_sc_ef(summary: Summary, path: str | os.PathLike, *, title: str = "") ->
     if title:
         fig.suptitle(title)
     fig.tight_layout()
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def plot_pca_maps(entries: Sequence[Mapping[str, Any]], path: str | os.PathLike) -> None:
@@ -179,15 +180,4 @@ def plot_pca_maps(entries: Sequence[Mapping[str, Any]], path: str | os.PathLike)
         ax.set_xticks([])
         ax.set_yticks([])
     fig.tight_layout()
-    _save(fig, path)
-
-
-def _save(fig, path: str | os.PathLike) -> None:
-    import matplotlib.pyplot as plt
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name("." + path.name + ".tmp.png")
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    os.replace(tmp, path)
+    save_figure(fig, path)
