@@ -52,12 +52,8 @@ def create_timm_trunk(
 
 
 def _all_blocks(model: nn.Module) -> list[int]:
-    """Indices covering every block/stage so that pruning removes only the head (and norm)."""
-    if hasattr(model, "stage_ends"):  # Hiera: indices count stages
-        return [len(model.stage_ends) - 1]
-    if not hasattr(model, "blocks"):  # Swin: indices count layers (stages)
-        return [len(model.layers) - 1]
-    return [len(model.blocks) - 1]
+    """Indices covering every block/stage (timm's feature_info order) so that pruning removes only the head."""
+    return [len(model.feature_info) - 1]
 
 
 def _pixel_stats(model: nn.Module) -> tuple[tuple[float, float, float], tuple[float, float, float]]:

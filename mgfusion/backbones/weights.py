@@ -132,7 +132,13 @@ def _convert_swin(ckpt: Mapping[str, object], model: nn.Module) -> StateDict:
     return checkpoint_filter_fn(dict(_unwrap(ckpt)), model)
 
 
+def _convert_timm(ckpt: Mapping[str, object], model: nn.Module) -> StateDict:
+    return dict(_unwrap(ckpt))  # already in timm's layout (e.g. a timm .safetensors)
+
+
 WEIGHT_FAMILIES: dict[str, WeightFamily] = {
+    # Any timm model saved in timm's own layout; classifier heads are ignored.
+    "timm": WeightFamily("timm", _convert_timm, ("head.", "fc_norm.")),
     "dinov3": WeightFamily("dinov3", _convert_dinov3, ("head.", "fc_norm.")),
     "dinov2": WeightFamily("dinov2", _convert_vit, ("head.", "fc_norm.")),
     # SAM's 256-channel conv neck is replaced by mgfusion's pyramid necks.

@@ -1,7 +1,13 @@
 """Encoder registry: names, errors, custom registration."""
 
+import re
+from pathlib import Path
+
 import pytest
 import torch
+from safetensors.torch import save_file
+
+from mgfusion.backbones import registry as registry_module
 
 from mgfusion.backbones import (
     Encoder,
@@ -55,10 +61,15 @@ class _Constant(Encoder):
         return {s: self.value * torch.ones(x.shape[0], 2, x.shape[-2] // s, x.shape[-1] // s) for s in self.out_strides}
 
 
-def test_custom_encoder_registration_and_overrides():
+@pytest.fixture
+def isolated_registry(monkeypatch):
+    """Registrations made by a test are removed afterwards (other tests see the shipped registry)."""
+    monkeypatch.setattr(registry_module, "_ENCODERS", dict(registry_module._ENCODERS))
+
+
+def test_custom_encoder_registration_and_overrides(isolated_registry):
     name = "test_constant_encoder"
-    if name not in list_encoders():
-        register_encoder(name)(_Constant)
+    register_encoder(name)(_Constant)
     assert get_encoder_factory(name) is _Constant
     enc = build_encoder(name, value=3.0, freeze=True)
     out = enc(torch.zeros(2, 3, 33, 65))
@@ -72,3 +83,26 @@ def test_encoder_rejects_non_image_batches():
     enc = _Constant()
     with pytest.raises(ValueError, match=r"expects a \(B, 3, H, W\) image batch"):
         enc(torch.zeros(3, 32, 32))
+
+
+def test_readme_example_for_adding_an_encoder(isolated_registry, tmp_path):
+    """The README's 'Adding an encoder' code runs as written and gives working encoders."""
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    section = readme.split("## Adding an encoder", 1)[1]
+    code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    exec(compile(code, "README.md", "exec"), {})
+    assert {"convnext_t", "deit3_vits16"} <= set(list_encoders())
+    for name in ("convnext_t", "deit3_vits16"):
+        enc = build_encoder(name).eval()
+        with torch.no_grad():
+            out = enc(torch.randn(1, 3, 50, 70))
+        assert {s: tuple(f.shape[-2:]) for s, f in out.items()} == {4: (13, 18), 8: (7, 9), 16: (4, 5), 32: (2, 3)}
+        assert all(f.shape[1] == enc.out_channels[s] for s, f in out.items())
+    # family="timm" loads timm-layout files strictly
+    src = build_encoder("convnext_t")
+    path = tmp_path / "convnext.safetensors"
+    save_file({k: v.contiguous() for k, v in src.trunk.state_dict().items()}, str(path))
+    dst = build_encoder("convnext_t", weights=path)
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(src.eval()(x)[32], dst.eval()(x)[32])
