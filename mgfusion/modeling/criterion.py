@@ -7,6 +7,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .layers import small_tensor
 from .matcher import HungarianMatcher, Target, concat_target_masks
 from .point_sampling import point_sample, sample_uncertain_points
 
@@ -40,7 +41,7 @@ def stack_layer_predictions(outputs: dict) -> tuple[Tensor, Tensor]:
 
 def _average_num_masks(num_masks: int, device: torch.device) -> Tensor:
     """Number of target masks per worker (averaged over DDP workers), at least 1."""
-    total = torch.tensor(float(num_masks), device=device)
+    total = small_tensor(float(num_masks), torch.float32, device)
     if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
         dist.all_reduce(total)
         total = total / dist.get_world_size()

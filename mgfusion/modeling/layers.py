@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from torch import nn
+import torch
+from torch import Tensor, nn
 
 
 def dropout_or_identity(p: float) -> nn.Module:
@@ -13,5 +14,10 @@ def dropout_or_identity(p: float) -> nn.Module:
 def feed_forward(dim: int, hidden_dim: int, dropout: float) -> nn.Sequential:
     """Linear(dim, hidden) -> ReLU -> dropout -> Linear(hidden, dim), on (..., dim) tokens."""
     return nn.Sequential(
-        nn.Linear(dim, hidden_dim), nn.ReLU(inplace=True), dropout_or_identity(dropout), nn.Linear(hidden_dim, dim)
+        nn.Linear(dim, hidden_dim), nn.ReLU(), dropout_or_identity(dropout), nn.Linear(hidden_dim, dim)
     )
+
+
+def small_tensor(values, dtype: torch.dtype, device: torch.device | str) -> Tensor:
+    """A small constant tensor on ``device`` built from Python values without a blocking host-to-device copy."""
+    return torch.tensor(values, dtype=dtype).to(device, non_blocking=True)
