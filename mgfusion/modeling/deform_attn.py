@@ -125,11 +125,13 @@ class _PaddedLevels:
     def pad(self, value: Tensor) -> Tensor:
         """(B, N, M, D) values -> (B * N_pad * M, D) table."""
         batch, _, heads, dim = value.shape
-        padded = [
-            F.pad(level.reshape(batch, h, w, heads * dim), (0, 0, 1, 2, 1, 2)).flatten(1, 2)
-            for level, (h, w) in zip(value.split(self.sizes, dim=1), self.shapes)
-        ]
-        return torch.cat(padded, dim=1).reshape(-1, dim)
+        table = value.new_zeros(batch, self.num_padded, heads * dim)
+        for level, (start, size), (h, w) in zip(
+            value.split(self.sizes, dim=1), zip(self.starts, self.padded_sizes), self.shapes
+        ):
+            interior = table[:, start : start + size].view(batch, h + 3, w + 3, heads * dim)[:, 1 : h + 1, 1 : w + 1]
+            interior.copy_(level.reshape(batch, h, w, heads * dim))
+        return table.view(-1, dim)
 
     def unpad(self, table: Tensor) -> Tensor:
         """(B * N_pad * M, D) table -> (B, N, M, D) values (border rows dropped)."""
@@ -200,12 +202,13 @@ class _PaddedLevels:
 def _bilinear_weights(frac: Tensor, attention: Tensor) -> Tensor:
     """Attention-scaled weights of the (TL, TR, BL, BR) corners: (..., 2) (x, y) fractions, (...) -> (..., 4)."""
     fx, fy = frac[..., 0], frac[..., 1]
-    top, bottom = attention * (1.0 - fy), attention * fy
+    bottom = attention * fy
+    top = attention - bottom  # attention * (1 - fy)
     weights = frac.new_empty(fx.shape + (4,))
-    torch.mul(top, 1.0 - fx, out=weights[..., 0])
     torch.mul(top, fx, out=weights[..., 1])
-    torch.mul(bottom, 1.0 - fx, out=weights[..., 2])
+    torch.sub(top, weights[..., 1], out=weights[..., 0])  # top * (1 - fx)
     torch.mul(bottom, fx, out=weights[..., 3])
+    torch.sub(bottom, weights[..., 3], out=weights[..., 2])
     return weights
 
 
@@ -231,8 +234,10 @@ def _transposed_gather(
     frac = frac.reshape(-1, 2).index_select(0, order)
     fx, fy = frac[:, 0], frac[:, 1]
     attention = attention.flatten().index_select(0, order)
-    top, bottom = attention * (1.0 - fy), attention * fy
-    corner_weights = [top * (1.0 - fx), top * fx, bottom * (1.0 - fx), bottom * fx]
+    bottom = attention * fy
+    top = attention - bottom
+    top_right, bottom_right = top * fx, bottom * fx
+    corner_weights = [top - top_right, top_right, bottom - bottom_right, bottom_right]
     # entries per table row (index_add_ rather than bincount: no device-to-host sync on GPUs)
     top_left_counts = torch.zeros(layout.num_rows, dtype=torch.int64, device=grad.device).index_add_(
         0, sorted_top_left, torch.ones(1, dtype=torch.int64, device=grad.device).expand(sorted_top_left.numel())
@@ -282,17 +287,18 @@ class _GatherDeformAttn(torch.autograd.Function):
         if ctx.needs_input_grad[0]:
             grad_value = layout.unpad(_transposed_gather(layout, rows, frac, attention, grad)).to(ctx.value_dtype)
         if ctx.needs_input_grad[1] or ctx.needs_input_grad[2]:
-            d_tl, d_tr, d_bl, d_br = _corner_dots(rows, table, grad).unbind(-1)
+            d_tl, d_tr, d_bl, d_br = _corner_dots(rows, table, grad).unbind(-1)  # <grad, value at corner>
             fx, fy = frac[..., 0], frac[..., 1]
-            top = d_tl + fx * (d_tr - d_tl)  # <grad, value> interpolated along x on the top and bottom rows
-            bottom = d_bl + fx * (d_br - d_bl)
+            dx_top, dx_bottom = d_tr - d_tl, d_br - d_bl
+            top = torch.addcmul(d_tl, fx, dx_top)  # <grad, value> interpolated along x on the top/bottom rows
+            dy = torch.addcmul(d_bl, fx, dx_bottom).sub_(top)
             if ctx.needs_input_grad[2]:
-                grad_attention = (top + fy * (bottom - top)).to(ctx.attn_dtype)
+                grad_attention = torch.addcmul(top, fy, dy).to(ctx.attn_dtype)
             if ctx.needs_input_grad[1]:
-                grad_fx = (1.0 - fy) * (d_tr - d_tl) + fy * (d_br - d_bl)
-                grad_pixel = torch.stack([grad_fx, bottom - top], dim=-1) * (attention.unsqueeze(-1) * inside)
+                dx = torch.addcmul(dx_top, fy, dx_bottom - dx_top)
                 size_wh = layout.level_point_sizes(frac.shape[-2], frac.dtype, frac.device)
-                grad_locations = (grad_pixel * size_wh).to(ctx.loc_dtype)
+                scale = (attention.unsqueeze(-1) * size_wh).mul_(inside)
+                grad_locations = torch.stack([dx, dy], dim=-1).mul_(scale).to(ctx.loc_dtype)
         return grad_value, grad_locations, grad_attention, None
 
 

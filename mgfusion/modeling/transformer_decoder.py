@@ -55,14 +55,15 @@ class _AttentionBlock(nn.Module):
         self.pre_norm = pre_norm
 
     def forward(
-        self, x: Tensor, query_pos: Tensor, memory: Tensor | None, memory_pos: Tensor | None, attn_mask: Tensor | None
+        self, x: Tensor, query_pos: Tensor, key: Tensor | None, value: Tensor | None, attn_mask: Tensor | None
     ) -> Tensor:
-        """x (B, Q, C); memory None means self-attention over x."""
+        """x (B, Q, C) queries; key (memory + its positions) and value (memory) (B or 1, Lk, C), both None for
+        self-attention over x."""
         h = self.norm(x) if self.pre_norm else x
-        if memory is None:
-            memory, memory_pos = h, query_pos
-        out = self.attn(h + query_pos, memory + memory_pos, memory, attn_mask)
-        x = x + self.dropout(out)
+        query = h + query_pos
+        if key is None:
+            key, value = query, h
+        x = x + self.dropout(self.attn(query, key, value, attn_mask))
         return x if self.pre_norm else self.norm(x)
 
 
@@ -89,8 +90,9 @@ class _DecoderLayer(nn.Module):
         self.self_attn = _AttentionBlock(dim, num_heads, dropout, pre_norm)
         self.ffn = _FeedForwardBlock(dim, dim_feedforward, dropout, pre_norm)
 
-    def forward(self, x: Tensor, query_pos: Tensor, memory: Tensor, memory_pos: Tensor, attn_mask: Tensor) -> Tensor:
-        x = self.cross_attn(x, query_pos, memory, memory_pos, attn_mask)
+    def forward(self, x: Tensor, query_pos: Tensor, key: Tensor, value: Tensor, attn_mask: Tensor) -> Tensor:
+        """x (B, Q, C); key = memory + positions, value = memory (B, Lk, C); attn_mask bool (B, 1, Q, Lk)."""
+        x = self.cross_attn(x, query_pos, key, value, attn_mask)
         x = self.self_attn(x, query_pos, None, None, None)
         return self.ffn(x)
 
@@ -220,13 +222,13 @@ class MultiScaleMaskedTransformerDecoder(nn.Module):
         if return_intermediate is None:
             return_intermediate = self.training
         batch = mask_features.shape[0]
-        memories, memory_pos, level_mask_features = [], [], []
+        keys, values, level_mask_features = [], [], []
         for level, x in enumerate(multi_scale_features):
             height, width = x.shape[-2:]
             src = self.input_proj[level](x).flatten(2).transpose(1, 2) + self.level_embed.weight[level]
-            memories.append(src)
             pos = sine_position_embedding(height, width, self.hidden_dim, device=x.device)
-            memory_pos.append(pos.unsqueeze(0).to(src.dtype))
+            values.append(src)
+            keys.append(src + pos.to(src.dtype))  # shared by the layers attending to this level
             level_mask_features.append(
                 F.interpolate(mask_features, size=(height, width), mode="bilinear", align_corners=False).flatten(2)
             )
@@ -238,7 +240,7 @@ class MultiScaleMaskedTransformerDecoder(nn.Module):
         for i, layer in enumerate(self.layers):
             level = i % self.num_feature_levels
             attn_mask = _attention_mask(mask_embed, level_mask_features[level])
-            queries = layer(queries, query_pos, memories[level], memory_pos[level], attn_mask)
+            queries = layer(queries, query_pos, keys[level], values[level], attn_mask)
             logits, mask_embed = self.head(queries)
             all_logits.append(logits)
             all_mask_embeds.append(mask_embed)

@@ -114,8 +114,9 @@ def test_implementations_agree_on_module_output_and_grads():
         torch.testing.assert_close(g1, g2, rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=["bf16", "fp16"])
 @pytest.mark.parametrize("impl", sorted(DEFORM_ATTN_IMPLS))
-def test_bf16_autocast_close_to_fp32(impl):
+def test_autocast_close_to_fp32(impl, dtype):
     torch.manual_seed(1)
     spatial_shapes = [(8, 8), (4, 4), (2, 2)]
     module = MSDeformAttn(32, num_heads=4, num_levels=3, num_points=4, impl=impl)
@@ -124,9 +125,9 @@ def test_bf16_autocast_close_to_fp32(impl):
     reference_points = torch.rand(1, tokens, 2)
     expected = module(x, reference_points, x, spatial_shapes)
     xi = x.clone().requires_grad_()
-    with torch.autocast("cpu", dtype=torch.bfloat16):
+    with torch.autocast("cpu", dtype=dtype):
         out = module(xi, reference_points, xi, spatial_shapes)
-    assert out.dtype == torch.bfloat16
+    assert out.dtype == dtype
     torch.testing.assert_close(out.float(), expected, rtol=0.05, atol=0.05)
     (grad,) = torch.autograd.grad(out.float().sum(), xi)
     assert torch.isfinite(grad).all() and grad.abs().sum() > 0
