@@ -96,7 +96,9 @@ def import_original_mask2former() -> types.ModuleType:
     """
     spec = importlib.util.find_spec("mask2former")
     if spec is None or spec.submodule_search_locations is None:
-        raise ModuleNotFoundError("maskformer2 is not installed: pip install --no-deps --no-build-isolation maskformer2==0.1")
+        raise ModuleNotFoundError(
+            "maskformer2 is not installed: pip install --no-deps --no-build-isolation maskformer2==0.1"
+        )
     if "detectron2.evaluation.fast_eval_api" not in sys.modules:  # only needed if something pulls the evaluators
         stub = types.ModuleType("detectron2.evaluation.fast_eval_api")
         stub.COCOeval_opt = None
@@ -318,7 +320,10 @@ def main(argv: list[str] | None = None) -> dict:
         f"{'implementation':<22}{'forward s':>11}{'ratio':>8}{'train s':>10}{'ratio':>8}{'params':>10}"
         "  eval outputs (last) | train outputs x predictions | note"
     )
-    print(f"device {device}, {args.threads} threads, batch {args.batch}, {args.size}x{args.size}, median of {args.repeats}")
+    print(
+        f"device {device}, {args.threads} threads, batch {args.batch}, {args.size}x{args.size}, "
+        f"median of {args.repeats}"
+    )
     print(header)
     print("-" * len(header))
     for name, res in results.items():

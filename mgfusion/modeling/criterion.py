@@ -90,7 +90,9 @@ class SetCriterion(nn.Module):
         class_weights[-1] = no_object_weight
         self.register_buffer("class_weights", class_weights, persistent=False)
 
-    def forward(self, outputs: dict, targets: list[Target], generator: torch.Generator | None = None) -> dict[str, Tensor]:
+    def forward(
+        self, outputs: dict, targets: list[Target], generator: torch.Generator | None = None
+    ) -> dict[str, Tensor]:
         """Compute the losses.
 
         Args:
@@ -150,7 +152,8 @@ class SetCriterion(nn.Module):
         if index["layer"].numel() == 0:
             zero = layer_masks.sum() * 0.0
             return zero.float().expand(num_layers), zero.float().expand(num_layers)
-        pred = layer_masks[index["layer"], index["image"], index["query"]].float()  # (M, h, w)
+        # index the decoder's (B, L, Q, h, w) storage directly so the backward fills a tensor of that layout
+        pred = layer_masks.transpose(0, 1)[index["image"], index["layer"], index["query"]].float()  # (M, h, w)
         points = sample_uncertain_points(
             pred, self.num_points, self.oversample_ratio, self.importance_sample_ratio, generator=generator
         )  # (M, P, 2)

@@ -90,7 +90,7 @@ def ms_deform_attn_grid_sample(
     """
     _check_inputs(value, spatial_shapes, sampling_locations, attention_weights)
     batch, _, heads, head_dim = value.shape
-    num_queries, num_levels, num_points = sampling_locations.shape[1], sampling_locations.shape[3], sampling_locations.shape[4]
+    _, num_queries, _, num_levels, num_points, _ = sampling_locations.shape
     dtype = _compute_dtype(value)
     sizes = [int(h) * int(w) for h, w in spatial_shapes]
     values = value.to(dtype).split(sizes, dim=1)
@@ -238,10 +238,10 @@ def _transposed_gather(
     top = attention - bottom
     top_right, bottom_right = top * fx, bottom * fx
     corner_weights = [top - top_right, top_right, bottom - bottom_right, bottom_right]
-    # entries per table row (index_add_ rather than bincount: no device-to-host sync on GPUs)
-    top_left_counts = torch.zeros(layout.num_rows, dtype=torch.int64, device=grad.device).index_add_(
-        0, sorted_top_left, torch.ones(1, dtype=torch.int64, device=grad.device).expand(sorted_top_left.numel())
-    )
+    # entries per table row from the sorted rows: searchsorted is deterministic and, unlike bincount, needs no
+    # device-to-host sync on GPUs
+    row_ids = torch.arange(layout.num_rows + 1, dtype=sorted_top_left.dtype, device=sorted_top_left.device)
+    top_left_counts = torch.searchsorted(sorted_top_left, row_ids).diff()
     grad_table = None
     for corner, weights in enumerate(corner_weights):
         counts = layout.shift_counts(top_left_counts, corner)

@@ -175,9 +175,13 @@ class MaskFormer(nn.Module):
         """Per image {"labels": (T,), "masks": bool (T, H_pad, W_pad)} on the model's device."""
         height, width = images.tensor.shape[-2:]
         targets = []
-        for inst in instances:
+        for inst, image_size in zip(instances, images.image_sizes):
             gt_masks = inst.gt_masks
             masks = gt_masks.tensor if isinstance(gt_masks, BitMasks) else torch.as_tensor(gt_masks)
+            if masks.dim() != 3 or tuple(masks.shape[1:]) != tuple(image_size):
+                raise ValueError(
+                    f"gt_masks must be (N, H, W) at the image size {tuple(image_size)}, got {tuple(masks.shape)}"
+                )
             masks = masks.to(self.device, non_blocking=True).bool()
             padded = masks.new_zeros((masks.shape[0], height, width))
             padded[:, : masks.shape[1], : masks.shape[2]] = masks

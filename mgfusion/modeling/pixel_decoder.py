@@ -129,7 +129,8 @@ class MSDeformAttnPixelDecoder(nn.Module):
         self.input_proj = nn.ModuleList()
         for name in self.transformer_in_features:
             proj = nn.Sequential(
-                nn.Conv2d(input_shape[name].channels, conv_dim, kernel_size=1), get_norm(norm, conv_dim) or nn.Identity()
+                nn.Conv2d(input_shape[name].channels, conv_dim, kernel_size=1),
+                get_norm(norm, conv_dim) or nn.Identity(),
             )
             nn.init.xavier_uniform_(proj[0].weight, gain=1)
             nn.init.zeros_(proj[0].bias)

@@ -32,9 +32,8 @@ class TinyBackbone(Backbone):
             nn.Sequential(nn.Conv2d(cin, cout, 3, stride=2, padding=1), nn.ReLU())
             for cin, cout in [(c2, c3), (c3, c4), (c4, c5)]
         )
-        self._shapes = {
-            name: ShapeSpec(channels=c, stride=s) for name, c, s in zip(["res2", "res3", "res4", "res5"], channels, [4, 8, 16, 32])
-        }
+        names, strides = ["res2", "res3", "res4", "res5"], [4, 8, 16, 32]
+        self._shapes = {name: ShapeSpec(channels=c, stride=s) for name, c, s in zip(names, channels, strides)}
         self.pixel_mean = (123.675, 116.28, 103.53)
         self.pixel_std = (58.395, 57.12, 57.375)
 
@@ -70,7 +69,8 @@ def make_shapes_image(rng: np.random.Generator, height: int, width: int) -> tupl
         for _attempt in range(20):
             cls = int(rng.integers(0, 2))
             size = int(rng.integers(height // 6, height // 3))
-            cy, cx = int(rng.integers(size // 2, int(height * 0.7) - size // 2)), int(rng.integers(size // 2, width - size // 2))
+            cy = int(rng.integers(size // 2, int(height * 0.7) - size // 2))
+            cx = int(rng.integers(size // 2, width - size // 2))
             if cls == 0:
                 mask = (abs(yy - cy) <= size // 2) & (abs(xx - cx) <= int(size * 0.7) // 2 + 2)
             else:

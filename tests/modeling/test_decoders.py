@@ -12,7 +12,10 @@ from detectron2.layers import ShapeSpec
 from mgfusion.modeling import MSDeformAttnPixelDecoder, MultiScaleMaskedTransformerDecoder, sine_position_embedding
 from mgfusion.modeling.transformer_decoder import _attention_mask
 
-SHAPES = {name: ShapeSpec(channels=c, stride=s) for name, c, s in [("res2", 8, 4), ("res3", 12, 8), ("res4", 16, 16), ("res5", 20, 32)]}
+SHAPES = {
+    name: ShapeSpec(channels=c, stride=s)
+    for name, c, s in [("res2", 8, 4), ("res3", 12, 8), ("res4", 16, 16), ("res5", 20, 32)]
+}
 
 
 def features(height=64, width=96, batch=2):
@@ -62,7 +65,14 @@ def test_attention_mask_equals_thresholded_downsampled_full_resolution_mask():
 def test_decoder_eval_output_is_the_last_training_prediction():
     torch.manual_seed(0)
     decoder = MultiScaleMaskedTransformerDecoder(
-        in_channels=32, num_classes=4, mask_dim=24, hidden_dim=32, num_queries=7, num_heads=4, dim_feedforward=64, num_layers=4
+        in_channels=32,
+        num_classes=4,
+        mask_dim=24,
+        hidden_dim=32,
+        num_queries=7,
+        num_heads=4,
+        dim_feedforward=64,
+        num_layers=4,
     )
     with torch.no_grad():
         mask_features, multi_scale = small_pixel_decoder()(features())

@@ -65,7 +65,13 @@ def shapes_dataset(tmp_path_factory):
                 rle = mask_util.encode(np.asfortranarray(mask.astype(np.uint8)))
                 rle["counts"] = rle["counts"].decode("ascii")
                 annotations.append(
-                    {"bbox": xywh, "bbox_mode": BoxMode.XYWH_ABS, "category_id": int(cls), "segmentation": rle, "iscrowd": 0}
+                    {
+                        "bbox": xywh,
+                        "bbox_mode": BoxMode.XYWH_ABS,
+                        "category_id": int(cls),
+                        "segmentation": rle,
+                        "iscrowd": 0,
+                    }
                 )
         Image.fromarray(semantic).save(root / f"{stem}_sem.png")
         Image.fromarray(id2rgb(panoptic)).save(root / "panoptic" / f"{stem}.png")
@@ -84,7 +90,10 @@ def shapes_dataset(tmp_path_factory):
     panoptic_json.write_text(
         json.dumps(
             {
-                "images": [{"id": r["image_id"], "file_name": Path(r["file_name"]).name, "height": 64, "width": 64} for r in records],
+                "images": [
+                    {"id": r["image_id"], "file_name": Path(r["file_name"]).name, "height": 64, "width": 64}
+                    for r in records
+                ],
                 "annotations": panoptic_annotations,
                 "categories": [
                     {"id": i + 1, "name": name, "isthing": int(i in THING_IDS.values())}

@@ -77,12 +77,11 @@ def test_panoptic_inference_thresholds_overlap_and_stuff_merging():
 def test_panoptic_overlap_threshold_keeps_partially_covered_segment_when_lowered():
     mask_cls, mask_pred, _ = panoptic_case()
     # query 4 keeps none of its pixels (query 0 wins all): dropped at any threshold
-    _, segments = panoptic_inference(mask_cls, mask_pred, is_thing=torch.tensor([True, True, False]), overlap_threshold=0.0)
+    is_thing = torch.tensor([True, True, False])
+    _, segments = panoptic_inference(mask_cls, mask_pred, is_thing=is_thing, overlap_threshold=0.0)
     assert [s["category_id"] for s in segments] == [0, 2]
     # query 5 becomes confident enough with a lower object threshold and owns its area
-    _, segments = panoptic_inference(
-        mask_cls, mask_pred, is_thing=torch.tensor([True, True, False]), object_mask_threshold=0.4
-    )
+    _, segments = panoptic_inference(mask_cls, mask_pred, is_thing=is_thing, object_mask_threshold=0.4)
     assert [s["category_id"] for s in segments] == [0, 2, 1]
 
 

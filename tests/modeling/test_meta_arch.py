@@ -122,6 +122,10 @@ def test_construction_errors_name_the_problem(tiny_model_cfg, tiny_backbone):
     model = build(tiny_model_cfg, tiny_backbone).train()
     with pytest.raises(ValueError, match="instances"):
         model([{"image": torch.zeros(3, 32, 32, dtype=torch.uint8)}])
+    wrong_size = Instances((64, 64), gt_classes=torch.zeros(1, dtype=torch.int64))
+    wrong_size.gt_masks = torch.zeros(1, 32, 32, dtype=torch.bool)
+    with pytest.raises(ValueError, match=r"image size \(64, 64\), got \(1, 32, 32\)"):
+        model([{"image": torch.zeros(3, 64, 64, dtype=torch.uint8), "instances": wrong_size}])
     with pytest.raises(ValueError, match="RGB"):
         model.eval()([{"image": torch.zeros(32, 32, dtype=torch.uint8)}])
 
