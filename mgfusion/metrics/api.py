@@ -119,18 +119,23 @@ def _regions(feat_hw: tuple[int, int], images, stride: int, sizes: list[tuple[in
     return regions
 
 
-def _level(features: torch.Tensor, images, *, stride: int, cfg: MetricConfig, valid_hw: ValidHW | None, seed: int,
-           parts: tuple[str, ...]) -> dict[str, torch.Tensor]:
+def _check_features(features: torch.Tensor) -> torch.Tensor:
     if not isinstance(features, torch.Tensor) or features.ndim != 4:
         raise ValueError(f"features must be a (B,C,H,W) tensor, got {getattr(features, 'shape', type(features))}")
+    if features.shape[0] == 0:
+        raise ValueError("features hold an empty batch")
+    return features
+
+
+def _level(features: torch.Tensor, images, *, stride: int, cfg: MetricConfig, valid_hw: ValidHW | None, seed: int,
+           parts: tuple[str, ...]) -> dict[str, torch.Tensor]:
+    _check_features(features)
     if int(stride) != stride or stride < 1:
         raise ValueError(f"stride must be a positive integer, got {stride!r}")
     if "EF" in parts and images is None:
         raise ValueError("images are required to compute EF (parts contains 'EF')")
     feats = _finite(features.detach().to(torch.float32), "features", cfg.nonfinite)
     b, c, h, w = feats.shape
-    if b == 0:
-        raise ValueError("features hold an empty batch")
     regions = _regions((h, w), images, int(stride), _parse_valid_hw(valid_hw, images, b), b)
     groups: dict[tuple[int, int, int, int], list[int]] = {}
     for i, key in enumerate(regions):
@@ -180,6 +185,7 @@ def compute_metrics(features: torch.Tensor, images: ImagesLike | None, *, stride
     """
     cfg = resolve_config(variant, hparams)
     parts = _check_parts(parts)
+    _check_features(features)
     with torch.no_grad(), torch.autocast(device_type=features.device.type, enabled=False):
         imgs = _prepare_images(images if "EF" in parts else None, features.shape[0], features.device, cfg.nonfinite)
         return _level(features, imgs, stride=stride, cfg=cfg, valid_hw=valid_hw, seed=seed, parts=parts)
@@ -193,7 +199,7 @@ def compute_pyramid_metrics(features: Mapping[int, torch.Tensor], images: Images
     parts = _check_parts(parts)
     if not features:
         raise ValueError("features must map at least one stride to a (B,C,H,W) tensor")
-    first = next(iter(features.values()))
+    first = _check_features(next(iter(features.values())))
     with torch.no_grad(), torch.autocast(device_type=first.device.type, enabled=False):
         imgs = _prepare_images(images if "EF" in parts else None, first.shape[0], first.device, cfg.nonfinite)
         return {int(s): _level(f, imgs, stride=int(s), cfg=cfg, valid_hw=valid_hw, seed=seed, parts=parts)

@@ -2,8 +2,8 @@
 
 The paper reports an "SC_gt" computed from semantic and instance labels, but no code or formula survives. Ours:
 
-1. Labels are downsampled to the feature grid by majority vote over each ``stride x stride`` block (cells whose
-   majority is ``ignore_label`` are left out). Label maps smaller than the grid's field of view are padded with
+1. Labels are downsampled to the feature grid by majority vote of the labelled pixels of each ``stride x stride``
+   block (blocks without labelled pixels are left out). Label maps smaller than the grid's field of view are padded with
    ``ignore_label``.
 2. ``SFC_gt``: the 16x16 grid of SFC is replaced by the label segments: on the z-scored channel-L2 map,
    inter = size-weighted variance of segment means, intra = pooled within-segment variance (both over labelled
@@ -35,7 +35,11 @@ __all__ = ["downsample_labels", "sc_gt", "spearman"]
 
 
 def downsample_labels(labels: torch.Tensor, grid_hw: tuple[int, int], stride: int, ignore_label: int = 255) -> torch.Tensor:
-    """Majority-vote labels ``(B,H,W)`` int64 of label maps ``(B,H0,W0)`` on a ``grid_hw`` grid at ``stride``."""
+    """Majority-vote labels ``(B,H,W)`` int64 of label maps ``(B,H0,W0)`` on a ``grid_hw`` grid at ``stride``.
+
+    The vote counts labelled pixels only (ties: smallest label); a block without any labelled pixel gets
+    ``ignore_label``.
+    """
     if labels.ndim != 3:
         raise ValueError(f"label maps must be (B,H0,W0), got shape {tuple(labels.shape)}")
     h, w = grid_hw
@@ -48,7 +52,13 @@ def downsample_labels(labels: torch.Tensor, grid_hw: tuple[int, int], stride: in
     if pad_h or pad_w:
         lab = torch.nn.functional.pad(lab, (0, pad_w, 0, pad_h), value=ignore_label)
     blocks = lab.view(b, h, stride, w, stride).permute(0, 1, 3, 2, 4).reshape(b, h, w, stride * stride)
-    return blocks.mode(dim=-1).values
+    vals = blocks.sort(dim=-1).values
+    pos = torch.arange(vals.shape[-1], device=vals.device).expand_as(vals)
+    starts = torch.ones_like(vals, dtype=torch.bool)
+    starts[..., 1:] = vals[..., 1:] != vals[..., :-1]
+    run_start = torch.where(starts, pos, torch.zeros_like(pos)).cummax(dim=-1).values
+    run_len = torch.where(vals == ignore_label, torch.full_like(pos, -1), pos - run_start + 1)
+    return vals.gather(-1, run_len.argmax(dim=-1, keepdim=True)).squeeze(-1)
 
 
 def _compact(labels: torch.Tensor, ignore_label: int) -> tuple[torch.Tensor, int]:
