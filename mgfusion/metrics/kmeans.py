@@ -2,9 +2,10 @@
 
 All images of a batch, all cluster counts and all restarts run as one tensor program. Restarts are screened:
 every k-means++ restart runs ``screen_iter`` Lloyd steps, then the restart with the lowest inertia per (image, k)
-runs on to convergence (sklearn's rule: total squared centre shift <= ``tol`` x mean feature variance, or
-unchanged labels; at most ``max_iter`` steps in all). Screening gives the same silhouettes as running every
-restart to convergence up to ~1e-3 on real features, at a fraction of the cost. Empty clusters keep their centre.
+runs on to convergence (sklearn's rule: total squared centre shift <= ``tol`` x mean feature variance; at most
+``max_iter`` steps in all). On image features the screened choice reaches an inertia within ~1 % of the best of all
+restarts run to convergence (silhouettes agree to ~1e-3), at a fraction of the cost. Empty clusters keep their
+centre; a point exactly equidistant from two centres counts for both in the centre update.
 
 Randomness comes only from a CPU generator seeded with ``seed``; every image uses the same stream, so results do
 not depend on the batch composition or order. The k-means++ init for k is the first k centres of one greedy
@@ -19,6 +20,8 @@ from collections.abc import Sequence
 import torch
 
 __all__ = ["kmeans_labels"]
+
+_CHUNK_ELEMENTS = 1 << 21  # distance-buffer entries per chunk (8 MB of float32)
 
 
 def _kmeanspp(x: torch.Tensor, xx: torch.Tensor, n_centres: int, n_init: int, gen: torch.Generator) -> torch.Tensor:
@@ -48,12 +51,16 @@ def _kmeanspp(x: torch.Tensor, xx: torch.Tensor, n_centres: int, n_init: int, ge
     return torch.stack(centres, dim=2)
 
 
-def _distances(x_t: torch.Tensor, centres: torch.Tensor, pad: torch.Tensor) -> torch.Tensor:
+def _distances(x_t: torch.Tensor, centres: torch.Tensor, pad: torch.Tensor,
+               out: torch.Tensor | None = None) -> torch.Tensor:
     """``|c|^2 - 2 x.c`` ``(G,S,K,n)`` (squared distance minus |x|^2); +inf for padded centres."""
     g, s, k, d = centres.shape
     flat = centres.reshape(g, s * k, d)
     cc = (flat.square().sum(-1) + pad.reshape(1, s * k)).unsqueeze(-1)
-    return torch.baddbmm(cc, flat, x_t, alpha=-2.0).view(g, s, k, -1)
+    if out is None:
+        return torch.baddbmm(cc, flat, x_t, alpha=-2.0).view(g, s, k, -1)
+    torch.baddbmm(cc, flat, x_t, alpha=-2.0, out=out.view(g, s * k, -1))
+    return out
 
 
 def _first_argmin(dist: torch.Tensor, best: torch.Tensor) -> torch.Tensor:
@@ -84,25 +91,34 @@ def _lloyd(x_aug: torch.Tensor, x_t: torch.Tensor, centres: torch.Tensor, pad: t
         shift = (new - centres).square().sum(dim=(2, 3), keepdim=True)
         frozen = frozen | (shift <= tol.view(g, 1, 1, 1))
         centres = new
-        dist = _distances(x_t, centres, pad)
+        dist = _distances(x_t, centres, pad, out=dist)
         best = dist.amin(dim=2, keepdim=True)
         if bool(frozen.all()):
             break
     return centres, dist, best
 
 
-def kmeans_labels(x: torch.Tensor, ks: Sequence[int], *, n_init: int = 10, screen_iter: int = 10,
+def kmeans_labels(x: torch.Tensor, ks: Sequence[int], *, n_init: int = 10, screen_iter: int = 5,
                   max_iter: int = 300, tol: float = 1e-4, seed: int = 0) -> torch.Tensor:
     """Cluster labels ``(G, len(ks), n)`` (int64) of points ``x`` ``(G,n,d)`` for every k in ``ks``.
 
     ``n_init`` k-means++ restarts per (image, k), screened after ``screen_iter`` Lloyd steps (see module doc).
+    Items are processed in chunks small enough to keep the distance buffers cache-sized and to stop each chunk as
+    soon as its own runs have converged.
     """
-    x = x.to(torch.float32)
     g, n, d = x.shape
     ks = [int(k) for k in ks]
+    if max(ks) > n:
+        raise ValueError(f"cannot form {max(ks)} clusters from {n} points")
+    chunk = max(1, _CHUNK_ELEMENTS // (len(ks) * n_init * max(ks) * n))
+    return torch.cat([_kmeans_chunk(x[i: i + chunk].to(torch.float32), ks, n_init, screen_iter, max_iter, tol, seed)
+                      for i in range(0, g, chunk)])
+
+
+def _kmeans_chunk(x: torch.Tensor, ks: list[int], n_init: int, screen_iter: int, max_iter: int, tol: float,
+                  seed: int) -> torch.Tensor:
+    g, n, d = x.shape
     k_max = max(ks)
-    if k_max > n:
-        raise ValueError(f"cannot form {k_max} clusters from {n} points")
     gen = torch.Generator(device="cpu").manual_seed(int(seed))
     x_t = x.transpose(1, 2).contiguous()
     x_aug = torch.cat([x, torch.ones_like(x[..., :1])], dim=-1)
