@@ -3,7 +3,8 @@
 Levels (C x H x W): 112x128x256, 224x64x128, 448x32x64, 896x16x32; image: a real CC0 photo (scikit-image's
 ``coffee``) resized to 512x1024. Two feature kinds: ``noise`` (i.i.d. Gaussian, the slowest case for k-means) and
 ``structured`` (random projections of multi-scale image colour + smooth random fields + noise, closer to real
-encoder features). Prints seconds per image for batch sizes 1 and 8 and writes JSON.
+encoder features). Prints seconds per image for batch sizes 1 and 8 and writes JSON. ``--large`` adds one OS4 level
+of a 1024x2048 image (256 channels, 256x512 map) with its time and peak resident-memory increase.
 
 Bar (issue #3): <= 0.3 s per image on a 2-core CPU; the authors' code needs 3.0-4.9 s per image (SPEC §8.3).
 
@@ -16,6 +17,7 @@ import argparse
 import json
 import os
 import platform
+import resource
 import statistics
 import time
 
@@ -71,6 +73,23 @@ def time_suite(feats, images, variant: str, repeats: int) -> list[float]:
     return times
 
 
+def large_level(variant: str) -> dict[str, float]:
+    """Time and peak-RSS increase (MB) of the full suite on an OS4 level of a 1024x2048 image, C = 256."""
+    from skimage import data
+
+    img = torch.from_numpy(data.coffee()).permute(2, 0, 1)[None].float()
+    img = F.interpolate(img, size=(1024, 2048), mode="bilinear", antialias=True, align_corners=False)
+    img = img.round().clamp(0, 255).to(torch.uint8)
+    feats = torch.randn(1, 256, 256, 512, generator=torch.Generator().manual_seed(0))
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    t0 = time.perf_counter()
+    compute_pyramid_metrics({4: feats}, img, variant=variant)
+    seconds = time.perf_counter() - t0
+    peak_mb = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024.0
+    return {"variant": variant, "seconds": seconds, "peak_rss_increase_mb": peak_mb,
+            "features_mb": feats.numel() * 4 / 2**20}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--threads", type=int, default=2)
@@ -78,9 +97,15 @@ def main() -> None:
     ap.add_argument("--kinds", nargs="+", default=["structured", "noise"], choices=["structured", "noise"])
     ap.add_argument("--variants", nargs="+", default=["reference", "corrected"])
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--large", action="store_true", help="also time an OS4 level of a 1024x2048 image")
     ap.add_argument("--out", default="benchmarks/results/metrics_speed.json")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
+    large = None  # first, so the peak-RSS reading is not masked by earlier runs
+    if args.large:
+        large = large_level(args.variants[-1])
+        print(f"OS4 of 1024x2048 (256x512 map, C=256, {large['variant']}): {large['seconds']:.2f} s, peak RSS "
+              f"+{large['peak_rss_increase_mb']:.0f} MB (features {large['features_mb']:.0f} MB)")
     rows = []
     print(f"{'kind':>10} {'variant':>10} {'batch':>5} {'s/image (median)':>17} {'s/image (min)':>14} "
           f"{'vs bar 0.3':>10} {'speed-up vs ref 3.0-4.9 s':>26}")
@@ -101,7 +126,7 @@ def main() -> None:
               "machine": platform.processor() or platform.machine(), "cpu_count": os.cpu_count(),
               "levels": {str(s): [c, IMAGE_HW[0] // s, IMAGE_HW[1] // s] for s, c in LEVELS.items()},
               "bar_seconds_per_image": BAR_SECONDS_PER_IMAGE,
-              "reference_seconds_per_image": list(REFERENCE_SECONDS_PER_IMAGE), "rows": rows}
+              "reference_seconds_per_image": list(REFERENCE_SECONDS_PER_IMAGE), "rows": rows, "large_os4": large}
     os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
     with open(args.out, "w") as fh:
         json.dump(result, fh, indent=2)

@@ -54,7 +54,7 @@ class MetricConfig:
     scs_samples: int = 4096
     scs_sil_samples: int = 2000
     scs_n_init: int = 10
-    scs_screen_iter: int = 5
+    scs_screen_iter: int = 3
     scs_max_iter: int = 300
     scs_tol: float = 1e-4
     scs_backend: str = "torch"

@@ -1,6 +1,7 @@
 """Batched, deterministic k-means (k-means++ init + Lloyd) for the SCS, on any device.
 
-All images of a batch, all cluster counts and all restarts run as one tensor program. Restarts are screened:
+Images are processed in cache-sized chunks; inside a chunk all images, cluster counts and restarts run as one tensor
+program, and the chunk stops as soon as its own runs have converged. Restarts are screened:
 every k-means++ restart runs ``screen_iter`` Lloyd steps, then the restart with the lowest inertia per (image, k)
 runs on to convergence (sklearn's rule: total squared centre shift <= ``tol`` x mean feature variance; at most
 ``max_iter`` steps in all). On image features the screened choice reaches an inertia within ~1 % of the best of all
@@ -98,7 +99,7 @@ def _lloyd(x_aug: torch.Tensor, x_t: torch.Tensor, centres: torch.Tensor, pad: t
     return centres, dist, best
 
 
-def kmeans_labels(x: torch.Tensor, ks: Sequence[int], *, n_init: int = 10, screen_iter: int = 5,
+def kmeans_labels(x: torch.Tensor, ks: Sequence[int], *, n_init: int = 10, screen_iter: int = 3,
                   max_iter: int = 300, tol: float = 1e-4, seed: int = 0) -> torch.Tensor:
     """Cluster labels ``(G, len(ks), n)`` (int64) of points ``x`` ``(G,n,d)`` for every k in ``ks``.
 

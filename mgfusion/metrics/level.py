@@ -31,9 +31,10 @@ def level_metrics(features: torch.Tensor, rgb01: torch.Tensor | None, *, stride:
     ``rgb01`` ``(B,3,H0,W0)`` in [0,1] covering exactly the features' field of view (needed for EF).
     """
     b, c, h, w = features.shape
+    l2 = channel_l2(features)  # before centring: its temporary is freed before the centred copy exists
     cf = centre_channels(features)
     keep = (~cf.constant()).to(torch.float32)
-    l2 = channel_l2(features) * keep.view(b, 1, 1)
+    l2 = l2 * keep.view(b, 1, 1)
     out: dict[str, torch.Tensor] = {}
     share_scores = "SC" in parts and h * w <= cfg.scs_samples and cfg.scs_backend == "torch"
     scores = None
