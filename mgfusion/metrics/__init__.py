@@ -17,10 +17,12 @@ Variants (``list_variants()``):
     The authors' code (SPEC "[C]" rules; what the paper's tables were made with): SFC on a fixed 16x16 grid;
     EC = 1 - far share and NC = ring share of the strong-feature-edge energy (regions r1 = 2, r2 = 4 feature px);
     FC on the PCA map with the linspace frequency grid; SP length in feature pixels with the zero-padded high-pass
-    (bug B1: the length is 1 on almost every map). EF = 100 * clip(EC * NC * FC * SP, 0, 1). The only deliberate
-    differences: 4 unique SP directions (identical values), per-image deterministic RNG (B13) and, with the default
-    torch backend, a batched k-means (``scs_backend="sklearn"`` reproduces the sklearn path exactly per image).
-
+    (bug B1: the length is 1 on almost every map). EF = 100 * clip(EC * NC * FC * SP, 0, 1). EF and SFC match the
+    authors' functions to float32 round-off. Deliberate differences: only the 4 unique SP directions (same
+    values); one RNG stream per image derived from ``seed`` (B13; batch-order independent); SCS via the batched
+    torch k-means (restart screening, see ``kmeans``) - statistically equivalent to sklearn (differences below its
+    seed-to-seed spread), while ``scs_backend="sklearn"`` runs the authors' sklearn path exactly, image by image;
+    ``valid_hw`` registers padded features with their images (B5) when given.
 ``paper``
     The paper's literal text where SPEC §3.2-3.5 records a difference: EC = core (r1) share and NC = ring share
     of all gradient energy in V (no strong-edge restriction); FC on the z-scored L2 map; SP length in image pixels
@@ -34,8 +36,9 @@ Variants (``list_variants()``):
       ``c_EC = mean_V k_r1(d)``, ``c_NC = mean_V k_r2(d)`` (the expected share when the edges are placed independently
       of the image); lifts ``EC_lift = EC_share / c_EC``, ``NC_lift = NC_share / c_NC`` (about 1 for noise);
       reported ``EC = clip((EC_share - c_EC) / (1 - c_EC), 0, 1)``, likewise NC (0 at chance, 1 when all energy sits
-      on the centerlines). Both kernels strictly decrease with distance, so an image-aligned map scores highest at
-      zero shift and lower at every shift of 1..4 cells. ``EF_lift = EC_lift * NC_lift`` (about 1 for noise).
+      on the centerlines). Both kernels strictly decrease with distance, so moving edge energy away from the image
+      edges lowers EC and NC: an image-aligned map scores highest at zero shift and lower at every shift of 1..4
+      cells (tested on real photos). ``EF_lift = EC_lift * NC_lift`` (about 1 for noise).
     * FC: as the reference but on the exact frequency grid (``fftfreq``; radius normalised to 1 at the corners).
     * SP: replicate-padded 3x3 high-pass (no border artefact, B1), the decorrelation length is the linearly
       interpolated crossing of the mean NCC curve (from NCC(0) = 1) with tau, converted to image pixels:
@@ -47,6 +50,12 @@ Variants (``list_variants()``):
 All variants also return chance levels and lifts for EC/NC (reference: area shares of the outer region / ring,
 SPEC §3.6b; paper: of the core / ring), ``EF_lift = EC_lift * NC_lift`` and ``SP_len`` (the decorrelation length
 in feature pixels). Supervised counterparts (SPEC §7, our reconstruction) are in ``mgfusion.metrics.supervised``.
+
+Determinism: the same inputs and seed give identical values on every call, independent of the batch composition
+and order (every random draw comes from a generator seeded with ``seed`` alone).
+Degenerate input: constant features give SFC = SCS = SC = EF = 0; 1x1 maps and uniform images give finite values
+(EF = 0; lifts 1 when the image has no edges); NaN/Inf raise a ValueError naming the images (``nonfinite="zero"``
+replaces them by 0 instead); inconsistent shapes raise a ValueError that states the rule.
 """
 
 from mgfusion.metrics.aggregate import aggregate

@@ -100,7 +100,7 @@ def _lloyd(x_aug: torch.Tensor, x_t: torch.Tensor, centres: torch.Tensor, pad: t
 
 
 def kmeans_labels(x: torch.Tensor, ks: Sequence[int], *, n_init: int = 10, screen_iter: int = 3,
-                  max_iter: int = 300, tol: float = 1e-4, seed: int = 0) -> torch.Tensor:
+                  max_iter: int = 40, tol: float = 1e-4, seed: int = 0) -> torch.Tensor:
     """Cluster labels ``(G, len(ks), n)`` (int64) of points ``x`` ``(G,n,d)`` for every k in ``ks``.
 
     ``n_init`` k-means++ restarts per (image, k), screened after ``screen_iter`` Lloyd steps (see module doc).

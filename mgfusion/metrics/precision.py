@@ -4,7 +4,7 @@ The channel-L2 map minus its 3x3 box mean (``sp_pad="zero"``: zero padding count
 bug B1 that makes the border dominate; ``"replicate"``: replicate padding) is z-scored. For each radius r of the
 log-spaced list (SPEC §3.5 step 2) the normalised cross-correlation between the map and its copy shifted by r along
 each of the 4 unique directions (x, y and both diagonals; opposite shifts give identical values) is computed over
-the overlap only and averaged. The length is the first radius whose mean NCC falls below ``tau`` (the last radius
+the overlap only (in float64, from the overlap's product sum and integral-image sums) and averaged. The length is the first radius whose mean NCC falls below ``tau`` (the last radius
 if none); with ``interpolate`` the crossing is located by linear interpolation of the NCC curve starting at
 NCC(0) = 1, so it varies continuously with sharpness. ``SP = kappa / (kappa + length * unit)`` with unit = 1
 (feature pixels, reference) or the stride (image pixels, paper / corrected).
@@ -47,18 +47,50 @@ def highpass(l2map: torch.Tensor, kernel: int, pad: str) -> torch.Tensor:
     return l2map - blur.squeeze(1)
 
 
-def _overlap_ncc(m: torch.Tensor, dx: int, dy: int) -> torch.Tensor:
-    """NCC ``(B,)`` between ``m`` and ``m`` shifted by (dx, dy), over the overlap (0 when there is none)."""
-    _, h, w = m.shape
-    if abs(dx) >= w or abs(dy) >= h:
-        return torch.zeros(m.shape[0], dtype=m.dtype, device=m.device)
-    ya, yb = (slice(0, h - dy), slice(dy, h)) if dy >= 0 else (slice(-dy, h), slice(0, h + dy))
-    xa, xb = (slice(0, w - dx), slice(dx, w)) if dx >= 0 else (slice(-dx, w), slice(0, w + dx))
-    a = m[:, ya, xa].flatten(1)
-    b = m[:, yb, xb].flatten(1)
-    a = a - a.mean(dim=1, keepdim=True)
-    b = b - b.mean(dim=1, keepdim=True)
-    return (a * b).sum(dim=1) / (a.norm(dim=1) * b.norm(dim=1) + 1e-8)
+@functools.lru_cache(maxsize=64)
+def _shift_geometry(height: int, width: int, radii: tuple[int, ...]) -> tuple[tuple[int, ...], ...]:
+    """Per shift (radius-major, 4 directions each): overlap origin in the map (ya, xa), in the shifted copy
+    (yb, xb) and overlap size (oh, ow); size 0 when the shift leaves no overlap."""
+    rows = []
+    for r in radii:
+        for dx, dy in _DIRECTIONS:
+            sx, sy = dx * r, dy * r
+            oh, ow = max(height - abs(sy), 0), max(width - abs(sx), 0)
+            rows.append((max(-sy, 0), max(-sx, 0), max(sy, 0), max(sx, 0), oh, ow))
+    return tuple(rows)
+
+
+def _corner_index(table_w: int, y0: torch.Tensor, x0: torch.Tensor, oh: torch.Tensor, ow: torch.Tensor):
+    """Flat indices of the 4 integral-image corners of windows [y0, y0+oh) x [x0, x0+ow)."""
+    y1, x1 = y0 + oh, x0 + ow
+    return y1 * table_w + x1, y0 * table_w + x1, y1 * table_w + x0, y0 * table_w + x0
+
+
+def _window_sums(table: torch.Tensor, corners) -> torch.Tensor:
+    """Window sums ``(B,S)`` from a flattened integral image ``(B, (H+1)(W+1))``."""
+    a, b, c, d = corners
+    return table[:, a] - table[:, b] - table[:, c] + table[:, d]
+
+
+def _shift_correlations(m: torch.Tensor, radii: tuple[int, ...]) -> torch.Tensor:
+    """Mean NCC over the 4 directions ``(B,R)``: each NCC over the overlap of ``m`` ``(B,H,W)`` and its shifted
+    copy (float64: product sums per shift, the other window sums from integral images); 0 without overlap."""
+    b, h, w = m.shape
+    geo = _shift_geometry(h, w, radii)
+    sab = torch.stack([(m[:, ya: ya + oh, xa: xa + ow] * m[:, yb: yb + oh, xb: xb + ow]).sum(dim=(1, 2))
+                       if oh and ow else m.new_zeros(b) for ya, xa, yb, xb, oh, ow in geo], dim=1)
+    g = torch.tensor(geo, dtype=torch.int64, device=m.device)
+    ya, xa, yb, xb, oh, ow = g.unbind(1)
+    n = (oh * ow).to(m.dtype)
+    tables = torch.nn.functional.pad(torch.stack([m, m.square()]).cumsum(2).cumsum(3), (1, 0, 1, 0)).flatten(2)
+    corners_a, corners_b = _corner_index(w + 1, ya, xa, oh, ow), _corner_index(w + 1, yb, xb, oh, ow)
+    sa, saa = _window_sums(tables[0], corners_a), _window_sums(tables[1], corners_a)
+    sb, sbb = _window_sums(tables[0], corners_b), _window_sums(tables[1], corners_b)
+    n_safe = n.clamp_min(1.0)
+    cov = sab - sa * sb / n_safe
+    norm = (saa - sa * sa / n_safe).clamp_min(0.0).sqrt() * (sbb - sb * sb / n_safe).clamp_min(0.0).sqrt()
+    ncc = torch.where(n > 0, cov / (norm + 1e-8), torch.zeros_like(cov))
+    return ncc.view(b, len(radii), len(_DIRECTIONS)).mean(dim=2)
 
 
 def spatial_precision(l2map: torch.Tensor, *, stride: int, tau: float = 0.5, num_radii: int = 16,
@@ -67,10 +99,9 @@ def spatial_precision(l2map: torch.Tensor, *, stride: int, tau: float = 0.5, num
                       kappa: float = 64.0) -> tuple[torch.Tensor, torch.Tensor]:
     """``(SP, length)``, both ``(B,)``: SP in (0, 1] and the decorrelation length in feature pixels."""
     b, h, w = l2map.shape
-    m = zscore(highpass(l2map, highpass_kernel, pad))
+    m = zscore(highpass(l2map, highpass_kernel, pad)).to(torch.float64)
     radii = shift_radii(h, w, num_radii, rmax_frac)
-    corr = torch.stack([torch.stack([_overlap_ncc(m, dx * r, dy * r) for dx, dy in _DIRECTIONS]).mean(dim=0)
-                        for r in radii], dim=1)  # (B,R)
+    corr = _shift_correlations(m, radii).to(torch.float32)  # (B,R)
     r_t = torch.tensor(radii, dtype=torch.float32, device=l2map.device)
     below = corr < tau
     first = torch.where(below.any(dim=1), below.to(torch.int64).argmax(dim=1),
