@@ -36,7 +36,7 @@ class MetricConfig:
     (the torch backend screens all restarts for ``scs_screen_iter`` Lloyd steps, then runs the best one per k to
     convergence: centre shift <= ``scs_tol`` x mean feature variance, at most ``scs_max_iter`` steps in all - 40,
     where sklearn allows 300: continuous features take 40-140 steps to reach sklearn's tolerance while the SCS moves
-    by < 2e-4 after step 40, far below its seed-to-seed spread of ~5e-3; pass 300 for sklearn's cap);
+    by < 1e-3 after step 40 (measured), below its seed-to-seed spread of ~5e-3; pass 300 for sklearn's cap);
     ``scs_samples`` clustering pixels, ``scs_sil_samples`` stratified silhouette pixels.
     EF: top fractions ``q_img`` (image edges) / ``q_feat`` (strong feature edges), invalid ``border``, core/outer
     radii ``r1``/``r2`` (``None`` -> max(2 r1, 3)), FC cut ``fc_cut`` (corner-normalised radius) and z-clip

@@ -31,7 +31,7 @@ def level_metrics(features: torch.Tensor, rgb01: torch.Tensor | None, *, stride:
     ``rgb01`` ``(B,3,H0,W0)`` in [0,1] covering exactly the features' field of view (needed for EF).
     """
     b, c, h, w = features.shape
-    l2 = channel_l2(features)  # before centring: its temporary is freed before the centred copy exists
+    l2 = channel_l2(features)
     cf = centre_channels(features)
     keep = (~cf.constant()).to(torch.float32)
     l2 = l2 * keep.view(b, 1, 1)
@@ -39,7 +39,7 @@ def level_metrics(features: torch.Tensor, rgb01: torch.Tensor | None, *, stride:
     share_scores = "SC" in parts and h * w <= cfg.scs_samples and cfg.scs_backend == "torch"
     scores = None
     if "EF" in parts or share_scores:
-        scores = principal_scores(cf.centred, cf.inv_scale, cfg.scs_pca_dims if share_scores else 1, gram=cf.gram)
+        scores = principal_scores(cf, cfg.scs_pca_dims if share_scores else 1)
     if "SC" in parts:
         sfc = structured_feature_contrast(l2, grid=cfg.sfc_grid, min_cell=cfg.sfc_min_cell,
                                           intra_floor=cfg.sfc_intra_floor) * keep

@@ -154,8 +154,13 @@ def zscore(x: torch.Tensor, eps: float = EPS) -> torch.Tensor:
 
 
 def channel_l2(features: torch.Tensor) -> torch.Tensor:
-    """Channel L2 norm ``(B,H,W)`` of float32 features ``(B,C,H,W)`` (SPEC P1)."""
-    return features.square().sum(dim=1).sqrt_()
+    """Channel L2 norm ``(B,H,W)`` of float32 features ``(B,C,H,W)`` (SPEC P1), in row chunks of ~4 MB."""
+    b, c, h, w = features.shape
+    out = torch.empty(b, h, w, dtype=features.dtype, device=features.device)
+    rows = max(1, (1 << 20) // max(1, b * c * w))
+    for r in range(0, h, rows):
+        out[:, r: r + rows] = features[:, :, r: r + rows].square().sum(dim=1)
+    return out.sqrt_()
 
 
 @functools.lru_cache(maxsize=64)

@@ -76,9 +76,9 @@ def structural_clustering_score(cf: CentredFeatures, *, cfg: MetricConfig, seed:
     ``scores`` ``(B,N,>=d)``: optional precomputed principal scores of all N pixels, reused when the SCS uses every
     pixel (N <= ``scs_samples``). Images whose PCA components all have (near) zero spread get 0.
     """
-    b, c, n_pix = cf.centred.shape
-    out = torch.zeros(b, dtype=torch.float32, device=cf.centred.device)
-    sub = scs_sample_indices(n_pix, cfg.scs_samples, seed, cf.centred.device)
+    b, c, n_pix = cf.x.shape
+    out = torch.zeros(b, dtype=torch.float32, device=cf.x.device)
+    sub = scs_sample_indices(n_pix, cfg.scs_samples, seed, cf.x.device)
     n = n_pix if sub is None else sub.numel()
     ks = [k for k in cfg.scs_ks if 2 <= k <= min(max(n // 2, 2), n - 1)]
     if n < 8 or not ks:
@@ -86,11 +86,8 @@ def structural_clustering_score(cf: CentredFeatures, *, cfg: MetricConfig, seed:
     d = max(1, min(cfg.scs_pca_dims, c, n - 1))
     if sub is None and scores is not None and scores.shape[-1] >= d:
         pts = scores[..., :d]
-    elif sub is None:
-        pts = principal_scores(cf.centred, cf.inv_scale, d, gram=cf.gram)
     else:
-        cs = cf.centred[:, :, sub]
-        pts = principal_scores(cs - cs.mean(dim=2, keepdim=True), cf.inv_scale, d)
+        pts = principal_scores(cf, d, index=sub)
     spread = pts.std(dim=1, unbiased=False).amax(dim=1)
     keep = spread >= 1e-12
     labels = kmeans_labels(pts, ks, n_init=cfg.scs_n_init, screen_iter=cfg.scs_screen_iter,

@@ -106,9 +106,8 @@ def _one_batch(features, label_maps, stride, ignore_label, seed, cfg) -> dict[st
     l2 = channel_l2(feats)
     cf = centre_channels(feats)
     sub = scs_sample_indices(h * w, cfg.scs_samples, seed, feats.device)
-    cs = cf.centred if sub is None else cf.centred[:, :, sub]
-    n = cs.shape[-1]
-    pts = principal_scores(cs - cs.mean(dim=2, keepdim=True), cf.inv_scale, max(1, min(cfg.scs_pca_dims, c, n - 1)))
+    n = h * w if sub is None else sub.numel()
+    pts = principal_scores(cf, max(1, min(cfg.scs_pca_dims, c, n - 1)), index=sub)
     sfc, scs = [], []
     for labels in label_maps:
         grid = downsample_labels(labels.to(feats.device), (h, w), stride, ignore_label).flatten(1)
