@@ -14,7 +14,13 @@ import torch
 from mgfusion.metrics.concentration import edge_concentration
 from mgfusion.metrics.config import MetricConfig
 from mgfusion.metrics.precision import spatial_precision
-from mgfusion.metrics.primitives import centerlines, interior_mask, minmax_in_interior, sobel_magnitude, top_fraction_mask
+from mgfusion.metrics.primitives import (
+    centerlines,
+    interior_mask,
+    minmax_in_interior,
+    sobel_magnitude,
+    top_fraction_mask,
+)
 from mgfusion.metrics.spectrum import frequency_content
 
 __all__ = ["image_centerlines", "edge_fidelity"]

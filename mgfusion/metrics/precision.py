@@ -4,9 +4,10 @@ The channel-L2 map minus its 3x3 box mean (``sp_pad="zero"``: zero padding count
 bug B1 that makes the border dominate; ``"replicate"``: replicate padding) is z-scored. For each radius r of the
 log-spaced list (SPEC §3.5 step 2) the normalised cross-correlation between the map and its copy shifted by r along
 each of the 4 unique directions (x, y and both diagonals; opposite shifts give identical values) is computed over
-the overlap only (in float64, from the overlap's product sum and integral-image sums) and averaged. The length is the first radius whose mean NCC falls below ``tau`` (the last radius
-if none); with ``interpolate`` the crossing is located by linear interpolation of the NCC curve starting at
-NCC(0) = 1, so it varies continuously with sharpness. ``SP = kappa / (kappa + length * unit)`` with unit = 1
+the overlap only (in float64, from the overlap's product sum and integral-image sums) and averaged. The length
+is the first radius whose mean NCC falls below ``tau`` (the last radius if none); with ``interpolate`` the
+crossing is located by linear interpolation of the NCC curve starting at NCC(0) = 1, so it varies continuously
+with sharpness. ``SP = kappa / (kappa + length * unit)`` with unit = 1
 (feature pixels, reference) or the stride (image pixels, paper / corrected).
 """
 

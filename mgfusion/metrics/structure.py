@@ -51,7 +51,7 @@ def structured_feature_contrast(l2map: torch.Tensor, *, grid: int = 16, min_cell
 
 
 def median_of_valid(values: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
-    """numpy-style median ``(B,)`` over the valid entries of ``values`` ``(B,L)`` (mean of the middle two); 0 if none."""
+    """numpy-style median ``(B,)`` of the valid entries of ``values`` ``(B,L)`` (mean of middle two); 0 if none."""
     filled = torch.where(valid, values, torch.full_like(values, float("inf")))
     srt = filled.sort(dim=1).values
     cnt = valid.sum(dim=1)

@@ -34,7 +34,8 @@ from mgfusion.metrics.structure import scs_sample_indices
 __all__ = ["downsample_labels", "sc_gt", "spearman"]
 
 
-def downsample_labels(labels: torch.Tensor, grid_hw: tuple[int, int], stride: int, ignore_label: int = 255) -> torch.Tensor:
+def downsample_labels(labels: torch.Tensor, grid_hw: tuple[int, int], stride: int,
+                      ignore_label: int = 255) -> torch.Tensor:
     """Majority-vote labels ``(B,H,W)`` int64 of label maps ``(B,H0,W0)`` on a ``grid_hw`` grid at ``stride``.
 
     The vote counts labelled pixels only (ties: smallest label); a block without any labelled pixel gets
@@ -149,7 +150,8 @@ def sc_gt(features: torch.Tensor, *, stride: int, semantic: torch.Tensor | None 
         return {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
 
 
-def spearman(metric_values: Sequence[float] | torch.Tensor, label_scores: Sequence[float] | torch.Tensor) -> tuple[float, float]:
+def spearman(metric_values: Sequence[float] | torch.Tensor,
+             label_scores: Sequence[float] | torch.Tensor) -> tuple[float, float]:
     """Spearman rank correlation ``(rho, p_value)`` between paired metric and label-based scores (n >= 3)."""
     from scipy.stats import spearmanr
 

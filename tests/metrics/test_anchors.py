@@ -98,9 +98,9 @@ def test_invariances(variant, photos):
 
 
 def test_pca_sign_flip_leaves_edge_quantities_unchanged(photos):
+    from mgfusion.metrics.config import resolve_config
     from mgfusion.metrics.edges import edge_fidelity, image_centerlines
     from mgfusion.metrics.primitives import luminance, to_unit_rgb
-    from mgfusion.metrics.config import resolve_config
 
     gen = torch.Generator().manual_seed(0)
     pmap = F.avg_pool2d(torch.rand(1, 1, 30, 40, generator=gen), 3, 1, 1)[:, 0]

@@ -170,3 +170,29 @@ def test_bad_inputs_name_the_problem():
         compute_metrics(feats[0], img, stride=8)
     with pytest.raises(ValueError, match=r"valid_hw must hold one \(H0, W0\) pair per image"):
         compute_metrics(feats, img, stride=8, valid_hw=[(128, 128)])
+
+
+def test_variant_selectable_from_a_hydra_config(photos):
+    instantiate = pytest.importorskip("hydra.utils").instantiate
+    omegaconf = pytest.importorskip("omegaconf")
+    node = omegaconf.OmegaConf.create({"_target_": "mgfusion.metrics.MetricSuite", "variant": "corrected",
+                                       "parts": ["EF"], "q_feat": 0.2})
+    suite = instantiate(node)
+    feats, imgs = _batch(photos, n=1)
+    want = compute_metrics(feats, imgs, stride=16, variant="corrected", parts=("EF",), q_feat=0.2)
+    got = suite(feats, imgs, stride=16)
+    assert suite.config.q_feat == 0.2 and suite.config.concentration == "corrected"
+    assert all(torch.equal(got[k], want[k]) for k in want)
+
+
+def test_package_imports_only_torch_numpy_scipy_sklearn():
+    import pathlib
+    import subprocess
+    import sys
+
+    code = ("import sys, mgfusion.metrics as m; "
+            "bad = [k for k in sys.modules if k.split('.')[0] in ('detectron2', 'timm', 'hydra') "
+            "or (k.startswith('mgfusion.') and not k.startswith('mgfusion.metrics'))]; print(bad)")
+    root = pathlib.Path(__file__).resolve().parents[2]
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=root)
+    assert out.stdout.strip() == "[]", out.stdout + out.stderr
