@@ -203,6 +203,9 @@ def compute_pyramid_metrics(features: Mapping[int, torch.Tensor], images: Images
     if not features:
         raise ValueError("features must map at least one stride to a (B,C,H,W) tensor")
     first = _check_features(next(iter(features.values())))
+    sizes = {int(s): _check_features(f).shape[0] for s, f in features.items()}
+    if len(set(sizes.values())) != 1:
+        raise ValueError(f"every pyramid level must hold the same images; batch sizes per stride: {sizes}")
     with torch.no_grad(), torch.autocast(device_type=first.device.type, enabled=False):
         imgs = _prepare_images(images if "EF" in parts else None, first.shape[0], first.device, cfg.nonfinite)
         return {int(s): _level(f, imgs, stride=int(s), cfg=cfg, valid_hw=valid_hw, seed=seed, parts=parts)

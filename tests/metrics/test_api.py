@@ -170,6 +170,8 @@ def test_bad_inputs_name_the_problem():
         compute_metrics(feats[0], img, stride=8)
     with pytest.raises(ValueError, match=r"valid_hw must hold one \(H0, W0\) pair per image"):
         compute_metrics(feats, img, stride=8, valid_hw=[(128, 128)])
+    with pytest.raises(ValueError, match=r"same images; batch sizes per stride: \{8: 2, 16: 1\}"):
+        compute_pyramid_metrics({8: feats, 16: feats[:1, :, :8, :8]}, img, parts=("SC",))
 
 
 def test_variant_selectable_from_a_hydra_config(photos):
