@@ -48,6 +48,18 @@ def image_features(photo: torch.Tensor, stride: int, channels: int = 16, seed: i
     return torch.einsum("oc,bchw->bohw", mix, rgb)
 
 
+def edge_features(photo: torch.Tensor, stride: int) -> torch.Tensor:
+    """Features built from the image's own edges: luminance, its Sobel x/y responses and gradient magnitude."""
+    from mgfusion.metrics.primitives import luminance, to_unit_rgb
+
+    h, w = -(-photo.shape[-2] // stride), -(-photo.shape[-1] // stride)
+    y = luminance(to_unit_rgb(photo), (h, w), antialias=True).unsqueeze(1)
+    k = torch.tensor([[1.0, 0.0, -1.0], [2.0, 0.0, -2.0], [1.0, 0.0, -1.0]]).view(1, 1, 3, 3) / 4
+    yp = F.pad(y, (1, 1, 1, 1), mode="replicate")
+    gx, gy = F.conv2d(yp, k), F.conv2d(yp, k.transpose(2, 3))
+    return torch.cat([y, gx, gy, torch.sqrt(gx**2 + gy**2)], dim=1)
+
+
 @pytest.fixture(scope="session")
 def helpers():
     """Namespace of map builders (blur, shift, image-aligned features)."""
@@ -55,5 +67,6 @@ def helpers():
         blur = staticmethod(gaussian_blur)
         shift = staticmethod(shift_map)
         image_features = staticmethod(image_features)
+        edge_features = staticmethod(edge_features)
 
     return H

@@ -16,14 +16,17 @@ def _ef(feats, photo, stride, variant="corrected"):
 
 
 @pytest.mark.parametrize("name", PHOTOS)
-def test_edge_features_beat_smoothed_copies_and_noise(photos, helpers, name):
+@pytest.mark.parametrize("builder", ["image_features", "edge_features"])
+def test_edge_features_beat_smoothed_copies_and_noise(photos, helpers, name, builder):
     photo = photos[name]
-    aligned = helpers.image_features(photo, 8)
+    aligned = getattr(helpers, builder)(photo, 8)
     noise = torch.randn(aligned.shape, generator=torch.Generator().manual_seed(1))
     feats = torch.cat([aligned, helpers.blur(aligned, 1.0), helpers.blur(aligned, 2.0), noise])
-    ef = _ef(feats, photo, 8)["EF"]
+    out = _ef(feats, photo, 8)
+    ef, lift = out["EF"], out["EF_lift"]
     assert ef[0] > ef[1] > ef[2], ef
     assert ef[0] > 5 * ef[3] and ef[0] > 1.0, ef
+    assert lift[0] > lift[1] > lift[2] > lift[3], lift
 
 
 def test_noise_scores_at_chance(photos):
