@@ -1,0 +1,116 @@
+"""Batched PCA of channel-standardised feature maps (SPEC P2), streamed in pixel chunks.
+
+Each channel is z-scored over its N pixels with the population std + 1e-6. With ``c = x - mean`` and
+``s = 1 / (std + 1e-6)``, the standardised covariance is ``diag(s) c c^T diag(s)`` and the scores are
+``c^T diag(s) V``. Neither ``c`` nor the standardised data is ever materialised for large maps: ``c c^T`` and the
+scores are accumulated over pixel chunks of a few MB, so the memory beyond the features themselves is
+``O(C^2 + N k)`` (an OS4 map of a 1024x2048 image with 256 channels needs no extra copy of its 128 MB).
+One eigen-decomposition per (image, level) serves the EF PCA map and, when the SCS uses all pixels, the SCS
+projection; it is done on the smaller of the C x C covariance and the N x N Gram matrix.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+__all__ = ["CentredFeatures", "centre_channels", "principal_scores", "first_component_map"]
+
+_CHUNK_ELEMENTS = 1 << 20  # feature entries per pixel chunk (4 MB of float32)
+
+
+def _pixel_chunks(c: int, n: int) -> tuple[range, int]:
+    """Chunk starts and length for streaming over the N pixels of C-channel data."""
+    step = max(256, _CHUNK_ELEMENTS // max(c, 1))
+    return range(0, n, step), step
+
+
+@dataclass
+class CentredFeatures:
+    """Features ``x`` ``(B,C,N)`` (float32) with their channel ``mean`` and population ``std`` ``(B,C)`` and, when
+    C <= N, ``gram = (x - mean)(x - mean)^T`` ``(B,C,C)``."""
+
+    x: torch.Tensor
+    mean: torch.Tensor
+    std: torch.Tensor
+    gram: torch.Tensor | None
+
+    @property
+    def inv_scale(self) -> torch.Tensor:
+        """``1 / (std + 1e-6)`` ``(B,C)``: the per-channel z-score factor."""
+        return 1.0 / (self.std + 1e-6)
+
+    def constant(self, rel_tol: float = 1e-5) -> torch.Tensor:
+        """Bool ``(B,)``: every channel constant up to float32 rounding (std <= rel_tol x |mean| scale)."""
+        scale = (self.mean.abs() + self.std).amax(dim=1)
+        return self.std.amax(dim=1) <= rel_tol * scale
+
+    def centred_columns(self, index: torch.Tensor | None = None) -> torch.Tensor:
+        """``x - mean`` for all pixels or the pixel ``index`` ``(B,C,n)`` (a copy: use for small n)."""
+        cols = self.x if index is None else self.x[:, :, index]
+        return cols - self.mean.unsqueeze(2)
+
+
+def centre_channels(features: torch.Tensor) -> CentredFeatures:
+    """Channel statistics of ``(B,C,H,W)`` features, and ``c c^T`` when C <= N, streamed over pixel chunks."""
+    x = features.flatten(2).to(torch.float32)
+    b, c, n = x.shape
+    mean = x.mean(dim=2)
+    if c > n:  # few pixels: the N x N Gram route; the centred data is small
+        var = (x - mean.unsqueeze(2)).square().mean(dim=2)
+        return CentredFeatures(x, mean, var.sqrt(), None)
+    gram = torch.zeros(b, c, c, dtype=torch.float32, device=x.device)
+    chunks, step = _pixel_chunks(c, n)
+    for s in chunks:
+        part = x[:, :, s: s + step] - mean.unsqueeze(2)
+        gram.baddbmm_(part, part.transpose(1, 2))
+    var = gram.diagonal(dim1=1, dim2=2) / n
+    return CentredFeatures(x, mean, var.clamp_min(0.0).sqrt(), gram)
+
+
+def principal_scores(cf: CentredFeatures, k: int, index: torch.Tensor | None = None) -> torch.Tensor:
+    """Scores ``(B,n,k)`` of the ``k`` leading principal components of the standardised features.
+
+    With ``index`` (pixel subsample), the PCA is fitted on those pixels only, re-centred on their mean (as
+    sklearn's PCA does) but standardised with the all-pixel std. Columns are ordered by decreasing variance; the sign
+    of each component is arbitrary (every metric using them is sign-invariant). Exact (``eigh``).
+    """
+    s = cf.inv_scale
+    if index is not None:
+        cols = cf.centred_columns(index)
+        return _scores_of_small(cols - cols.mean(dim=2, keepdim=True), s, k)
+    if cf.gram is None:
+        return _scores_of_small(cf.centred_columns(), s, k)
+    b, c, n = cf.x.shape
+    k = max(1, min(k, c, n))
+    _, vecs = torch.linalg.eigh(cf.gram * s.unsqueeze(2) * s.unsqueeze(1))
+    top = vecs[:, :, -k:].flip(-1) * s.unsqueeze(2)  # (B,C,k), folds in the channel scaling
+    out = torch.empty(b, n, k, dtype=torch.float32, device=cf.x.device)
+    chunks, step = _pixel_chunks(c, n)
+    for i in chunks:
+        part = cf.x[:, :, i: i + step] - cf.mean.unsqueeze(2)
+        out[:, i: i + step] = torch.bmm(part.transpose(1, 2), top)
+    return out
+
+
+def _scores_of_small(centred: torch.Tensor, inv_scale: torch.Tensor, k: int) -> torch.Tensor:
+    """Leading-k scores ``(B,n,k)`` of zero-mean rows ``centred`` ``(B,C,n)`` scaled by ``inv_scale``."""
+    _, c, n = centred.shape
+    k = max(1, min(k, c, n))
+    if c <= n:
+        cov = torch.bmm(centred, centred.transpose(1, 2)) * inv_scale.unsqueeze(2) * inv_scale.unsqueeze(1)
+        _, vecs = torch.linalg.eigh(cov)
+        return torch.bmm(centred.transpose(1, 2), vecs[:, :, -k:].flip(-1) * inv_scale.unsqueeze(2))
+    scaled = centred * inv_scale.square().unsqueeze(2)
+    vals, vecs = torch.linalg.eigh(torch.bmm(centred.transpose(1, 2), scaled))
+    return vecs[:, :, -k:].flip(-1) * vals[:, -k:].flip(-1).clamp_min(0.0).sqrt().unsqueeze(1)
+
+
+def first_component_map(scores0: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """Min-max normalised first-component scores ``(B,N)`` -> map ``(B,H,W)`` in [0,1]; 0 where range < 1e-8."""
+    lo = scores0.amin(dim=1, keepdim=True)
+    rng = scores0.amax(dim=1, keepdim=True) - lo
+    ok = rng >= 1e-8
+    out = torch.where(ok, (scores0 - lo) / torch.where(ok, rng, torch.ones_like(rng)), torch.zeros_like(scores0))
+    return out.view(-1, height, width)

@@ -1,0 +1,84 @@
+"""Supervised counterparts (SPEC §7, our reconstruction), Spearman helper and dataset aggregation (SPEC §4)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from mgfusion.metrics import aggregate, compute_metrics, sc_gt, spearman
+from mgfusion.metrics.supervised import downsample_labels
+
+
+def _segments(seed=0, h=24, w=32, stride=8, n_seg=5):
+    """Blocky GT label maps at image resolution and features constant per segment (+ a noise copy)."""
+    gen = torch.Generator().manual_seed(seed)
+    coarse = torch.randint(0, n_seg, (1, 1, h // 4, w // 4), generator=gen).float()
+    grid = F.interpolate(coarse, size=(h, w), mode="nearest")[:, 0].long()  # (1,h,w) on the feature grid
+    labels = grid.repeat_interleave(stride, 1).repeat_interleave(stride, 2)  # (1,h*s,w*s)
+    centres = 3.0 * torch.randn(n_seg, 16, generator=gen)
+    feats = centres[grid].permute(0, 3, 1, 2) + 0.05 * torch.randn(1, 16, h, w, generator=gen)
+    noise = torch.randn(1, 16, h, w, generator=gen)
+    return torch.cat([feats, noise]), labels.repeat(2, 1, 1)
+
+
+def test_sc_gt_separates_label_aligned_features_from_noise():
+    feats, labels = _segments()
+    out = sc_gt(feats, stride=8, semantic=labels, instance=labels)
+    assert out["SFC_gt"][0] > 0.95 and out["SCS_gt"][0] > 0.8 and out["SC_gt"][0] > 0.9
+    assert out["SFC_gt"][1] < 0.1 and out["SC_gt"][1] < 0.3
+    assert torch.allclose(out["SC_gt"], torch.sqrt(out["SFC_gt"] * out["SCS_gt"]))
+
+
+def test_sc_gt_ignores_unlabelled_pixels_and_handles_one_segment():
+    feats, labels = _segments()
+    masked = labels.clone()
+    masked[:, :, 128:] = 255  # right half unlabelled
+    out = sc_gt(feats[:1], stride=8, semantic=masked[:1])
+    assert out["SFC_gt"].item() > 0.95
+    single = sc_gt(feats[:1], stride=8, semantic=torch.zeros_like(labels[:1]))
+    assert single["SCS_gt"].item() == 0.0 and single["SC_gt"].item() == 0.0
+    with pytest.raises(ValueError, match="at least one of semantic= or instance="):
+        sc_gt(feats, stride=8)
+    with pytest.raises(ValueError, match=r"do not match a 24x32 feature grid at stride 8"):
+        sc_gt(feats, stride=8, semantic=labels[:, :100])
+
+
+def test_downsample_labels_majority_and_padding():
+    lab = torch.tensor([[[1, 1, 2, 2, 2], [1, 3, 2, 2, 255], [255, 255, 4, 4, 4]]])
+    grid = downsample_labels(lab, (2, 3), stride=2, ignore_label=255)
+    assert grid.tolist() == [[[1, 2, 2], [255, 4, 4]]]  # padding and 255 never win the vote
+
+
+def test_spearman_reproduces_table7_and_ef_gain():
+    rho, p = spearman([0.75, 0.68, 0.56], [0.46, 0.36, 0.09])  # SC vs SC_gt, Table 7
+    assert rho == pytest.approx(1.0) and p == pytest.approx(0.0)
+    rho, p = spearman([6.21, 8.82, 17.89, 13.32], [2.8, 7.7, 11.1, 4.9])  # EF vs AP gain per OS (SPEC §7)
+    assert rho == pytest.approx(0.8) and p == pytest.approx(0.2)
+    with pytest.raises(ValueError, match=">= 3 values"):
+        spearman([1, 2], [2, 1])
+
+
+def test_aggregate_reference_rounds_per_image_then_mean():
+    vals = {"EF": torch.tensor([0.004, 0.004, 1.006]), "SC": [0.333, 0.334, 0.335]}
+    ref = aggregate(vals, "reference")
+    assert ref["EF"]["mean"] == pytest.approx(0.34)  # (0 + 0 + 1.01) / 3 = 0.3367 -> 0.34 (bug B8 kept)
+    assert ref["SC"]["mean"] == pytest.approx(0.33) and ref["SC"]["count"] == 3
+    cor = aggregate([{"EF": torch.tensor([0.004, 0.004])}, {"EF": torch.tensor([1.006])}], "corrected")
+    assert cor["EF"]["mean"] == pytest.approx(1.014 / 3)
+    assert cor["EF"]["std"] == pytest.approx(torch.tensor([0.004, 0.004, 1.006], dtype=torch.float64).std(
+        unbiased=False).item())
+    assert cor["EF"]["count"] == 3
+    with pytest.raises(ValueError, match="unknown metric variant"):
+        aggregate(vals, "fancy")
+    with pytest.raises(ValueError, match="non-finite"):
+        aggregate({"EF": [1.0, float("nan")]}, "paper")
+
+
+def test_aggregate_accepts_compute_metrics_outputs(photos):
+    photo = photos["astronaut"]
+    feats = torch.randn(2, 8, 32, 32, generator=torch.Generator().manual_seed(0))
+    out = compute_metrics(feats, photo.expand(2, -1, -1, -1), stride=16, parts=("EF",))
+    agg = aggregate([out, out], "paper")
+    assert agg["EF"]["count"] == 4
+    assert agg["EF"]["mean"] == pytest.approx(out["EF"].double().mean().item(), rel=1e-6)
