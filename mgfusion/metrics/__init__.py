@@ -65,9 +65,11 @@ cores (benchmarks/metrics_speed.py); the extra memory is O(C^2 + N k) per level 
 from mgfusion.metrics.aggregate import aggregate
 from mgfusion.metrics.api import METRIC_KEYS, PARTS, MetricSuite, compute_metrics, compute_pyramid_metrics
 from mgfusion.metrics.config import VARIANTS, MetricConfig, list_variants, resolve_config
+from mgfusion.metrics.pca import pca_map
 from mgfusion.metrics.supervised import sc_gt, spearman
 
 __all__ = [
+    "pca_map",
     "compute_metrics",
     "compute_pyramid_metrics",
     "MetricSuite",

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import torch
 
-__all__ = ["CentredFeatures", "centre_channels", "principal_scores", "first_component_map"]
+__all__ = ["CentredFeatures", "centre_channels", "principal_scores", "first_component_map", "pca_map"]
 
 _CHUNK_ELEMENTS = 1 << 20  # feature entries per pixel chunk (4 MB of float32)
 
@@ -114,3 +114,12 @@ def first_component_map(scores0: torch.Tensor, height: int, width: int) -> torch
     ok = rng >= 1e-8
     out = torch.where(ok, (scores0 - lo) / torch.where(ok, rng, torch.ones_like(rng)), torch.zeros_like(scores0))
     return out.view(-1, height, width)
+
+
+def pca_map(features: torch.Tensor) -> torch.Tensor:
+    """The PCA first-component map that EC/NC/FC use (SPEC P2), for visualisation: ``(B,C,H,W)`` -> ``(B,H,W)`` in
+    [0,1]; all zeros for constant features."""
+    h, w = features.shape[-2:]
+    cf = centre_channels(features)
+    out = first_component_map(principal_scores(cf, 1)[..., 0], h, w)
+    return out * (~cf.constant()).view(-1, 1, 1)

@@ -21,8 +21,7 @@ import torch
 from tqdm import tqdm
 
 from mgfusion.backbones import Encoder, FusionBackbone, build_encoder, list_encoders
-from mgfusion.metrics import compute_pyramid_metrics, list_variants, sc_gt, spearman
-from mgfusion.metrics.pca import first_component_map, principal_scores, standardize_channels
+from mgfusion.metrics import compute_pyramid_metrics, list_variants, pca_map, sc_gt, spearman
 from mgfusion.utils.io import atomic_write_text
 
 from . import report
@@ -305,12 +304,6 @@ class Profiler:
             rows.append(cost_row(f"fused {rec['master']} + {rec['auxiliary']} @OS{rec['stride']}", fused, x,
                                  repeats=self.s.cost_repeats))
         return rows
-
-
-def pca_map(features: torch.Tensor) -> torch.Tensor:
-    """PCA first-component map (SPEC P2) of (B,C,h,w) features: (B,h,w) in [0,1] (the map EC/NC/FC use)."""
-    h, w = features.shape[-2:]
-    return first_component_map(principal_scores(standardize_channels(features), 1)[..., 0], h, w)
 
 
 def _spearman(pairs: Sequence[tuple[float, float]]) -> dict[str, Any]:

@@ -82,3 +82,16 @@ def test_aggregate_accepts_compute_metrics_outputs(photos):
     agg = aggregate([out, out], "paper")
     assert agg["EF"]["count"] == 4
     assert agg["EF"]["mean"] == pytest.approx(out["EF"].double().mean().item(), rel=1e-6)
+
+
+def test_pca_map_is_the_first_component_in_unit_range():
+    from mgfusion.metrics import pca_map
+
+    torch.manual_seed(0)
+    base = torch.linspace(0, 1, 12).view(1, 1, 1, 12).expand(2, 1, 10, 12)
+    feats = torch.cat([3 * base, -2 * base, 0.01 * torch.randn(2, 1, 10, 12)], dim=1)
+    m = pca_map(feats)
+    assert m.shape == (2, 10, 12) and m.min() >= 0 and m.max() <= 1
+    corr = torch.corrcoef(torch.stack([m[0].flatten(), base[0, 0].flatten()]))[0, 1]
+    assert corr.abs() > 0.95, "the map follows the dominant (ramp) component, up to sign"
+    assert torch.equal(pca_map(torch.ones(1, 4, 5, 5)), torch.zeros(1, 5, 5))

@@ -24,7 +24,7 @@ ENCODERS = ["dinov3_micro16", "sam2_hiera_micro"]
 
 
 def _settings(images, out, **kw):
-    base = dict(images=str(images), encoders=ENCODERS, output_dir=str(out), resolution=[64, 96], batch_size=2,
+    base = dict(images=str(images) if images else None, encoders=ENCODERS, output_dir=str(out), resolution=[64, 96], batch_size=2,
                 num_workers=0, device="cpu", variant="reference", max_images=None, cost=True, cost_repeats=1,
                 progress=False)
     base.update(kw)
@@ -89,7 +89,7 @@ def test_unknown_names_fail_at_start_with_valid_choices(image_folder, tmp_path):
     with pytest.raises(ValueError, match="unknown metric variant 'fancy'; valid: reference, paper, corrected"):
         run_profile(_settings(image_folder, tmp_path / "b", variant="fancy"))
     with pytest.raises(ValueError, match="unknown dataset 'no_such_set'; registered datasets: .*coco_2017_val"):
-        run_profile(_settings(None, tmp_path / "c", images=None, dataset="no_such_set"))
+        run_profile(_settings(None, tmp_path / "c", dataset="no_such_set"))
     assert not (tmp_path / "a" / "per_image.jsonl").exists()
 
 
@@ -100,9 +100,9 @@ def _cli(args, **popen):
 
 
 def test_killed_run_resumes_without_recomputing(image_folder, tmp_path):
-    for i in range(6):  # 12 readable images in total
+    for i in range(4):  # 10 readable images in total
         (image_folder / f"copy_{i}.png").write_bytes((image_folder / "astronaut.png").read_bytes())
-    args = [f"images={image_folder}", f"encoders=[{','.join(ENCODERS)}]", "resolution=[96,128]", "batch_size=1",
+    args = [f"images={image_folder}", f"encoders=[{','.join(ENCODERS)}]", "resolution=[64,96]", "batch_size=1",
             "num_workers=0", "device=cpu", "cost=false", "progress=false", "max_images=null"]
     out = tmp_path / "killed"
     proc = _cli(args + [f"output_dir={out}"])
@@ -111,26 +111,22 @@ def test_killed_run_resumes_without_recomputing(image_folder, tmp_path):
     while time.time() < deadline:
         if jsonl.exists() and len(jsonl.read_text().splitlines()) >= 4:
             break
-        time.sleep(0.05)
+        time.sleep(0.02)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     done_before = len(jsonl.read_text().splitlines())
-    assert 4 <= done_before < 24, f"kill came too late: {done_before} records"
+    assert 4 <= done_before < 20, f"kill came too late: {done_before} records"
     assert not (out / "summary.json").exists()
 
     resumed = _cli(args + [f"output_dir={out}"])
     log, _ = resumed.communicate(timeout=300)
     assert resumed.returncode == 0, log
-    finished_images = done_before // 2
-    assert f"{finished_images} finished images skipped" in log
-    lines = jsonl.read_text().splitlines()
-    keys = [(json.loads(line)["encoder"], json.loads(line)["image_id"]) for line in lines]
-    assert len(keys) == len(set(keys)) == 24, "no image recomputed, none missing"
+    assert f"{done_before // 2} finished images skipped" in log
+    keys = [(json.loads(line)["encoder"], json.loads(line)["image_id"]) for line in jsonl.read_text().splitlines()]
+    assert len(keys) == len(set(keys)) == 20, "no image recomputed, none missing"
 
-    fresh = tmp_path / "fresh"
-    ok = _cli(args + [f"output_dir={fresh}"])
-    log2, _ = ok.communicate(timeout=300)
-    assert ok.returncode == 0, log2
+    fresh = tmp_path / "fresh"  # the same profile without interruption gives the same table
+    run_profile(_settings(image_folder, fresh, resolution=[64, 96], batch_size=1, cost=False))
     assert (out / "table_sc_ef.csv").read_text() == (fresh / "table_sc_ef.csv").read_text()
 
 
