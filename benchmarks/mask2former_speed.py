@@ -255,6 +255,12 @@ class Timer:
                 times.append(time.perf_counter() - start)
 
 
+def _display_path(path: Path) -> str:
+    """Path relative to the repository root when inside it (keeps results files machine-independent)."""
+    resolved = path.resolve()
+    return str(resolved.relative_to(ROOT)) if resolved.is_relative_to(ROOT) else str(path)
+
+
 def cpu_pressure() -> str | None:
     """Linux PSI line for CPU contention (other processes on a shared machine), if available."""
     path = Path("/proc/pressure/cpu")
@@ -343,7 +349,7 @@ def main(argv: list[str] | None = None) -> dict:
         )
     report = {
         "command": " ".join([Path(sys.argv[0]).name] + (argv if argv is not None else sys.argv[1:])),
-        "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+        "config": {k: (_display_path(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
         "torch": torch.__version__,
         "device": str(device) if device.type != "cuda" else torch.cuda.get_device_name(device),
         "cpu": platform.processor() or platform.machine(),
