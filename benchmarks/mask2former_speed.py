@@ -6,7 +6,8 @@ res2..res5 with 256 channels, 256-dim head, 6 deformable encoder layers, 9 decod
 * ``mgfusion``: :class:`mgfusion.modeling.MSDeformAttnPixelDecoder` + ``MultiScaleMaskedTransformerDecoder``;
 * ``original``: the Mask2Former modules of PyPI ``maskformer2==0.1`` (only its pixel decoder and transformer
   decoder classes; the package's top-level ``__init__`` is bypassed so nothing else is imported or registered;
-  without its compiled CUDA op it runs its own pure-PyTorch deformable attention fallback);
+  without its compiled CUDA op (never built on CPU machines) it runs its own pure-PyTorch deformable attention
+  fallback);
 * ``huggingface``: ``transformers``' ``Mask2FormerPixelDecoder`` + ``Mask2FormerTransformerModule`` + the class
   predictor of ``Mask2FormerForUniversalSegmentation``.
 
@@ -90,19 +91,16 @@ def build_mgfusion(args: argparse.Namespace, deform_attn_impl: str, all_layers: 
 def import_original_mask2former() -> types.ModuleType:
     """Import maskformer2's modules without running ``mask2former/__init__.py``.
 
-    The package's ``__init__`` imports its datasets, evaluators (which need detectron2's compiled fast-eval
-    module) and registers a ``MaskFormer`` meta-architecture that would clash with mgfusion's. A bare package
-    object pointing at the installed directory lets us import only the two modules we need.
+    The package's ``__init__`` imports its datasets and evaluators (the latter need detectron2's compiled
+    ``fast_eval_api``, absent here) and registers a ``MaskFormer`` meta-architecture that would clash with
+    mgfusion's in detectron2's registry. A bare package object pointing at the installed directory lets us import
+    only the two modules we need, so no stub of ``fast_eval_api`` is needed either.
     """
     spec = importlib.util.find_spec("mask2former")
     if spec is None or spec.submodule_search_locations is None:
         raise ModuleNotFoundError(
             "maskformer2 is not installed: pip install --no-deps --no-build-isolation maskformer2==0.1"
         )
-    if "detectron2.evaluation.fast_eval_api" not in sys.modules:  # only needed if something pulls the evaluators
-        stub = types.ModuleType("detectron2.evaluation.fast_eval_api")
-        stub.COCOeval_opt = None
-        sys.modules["detectron2.evaluation.fast_eval_api"] = stub
     package = types.ModuleType("mask2former")
     package.__path__ = list(spec.submodule_search_locations)
     sys.modules.setdefault("mask2former", package)
@@ -213,56 +211,60 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def time_call(fn: Callable[[], None], device: torch.device, warmup: int, repeats: int) -> list[float]:
-    for _ in range(warmup):
-        fn()
-    synchronize(device)
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        synchronize(device)
-        times.append(time.perf_counter() - start)
-    return times
+class Timer:
+    """Runs one head's inference and training step and records their wall times."""
 
+    def __init__(self, head: HeadUnderTest, features: dict[str, Tensor], args: argparse.Namespace, device) -> None:
+        self.head, self.features, self.device = head, features, device
+        self.autocast = lambda: torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.bf16)
+        self.forward_times: list[float] = []
+        self.train_times: list[float] = []
 
-def measure(head: HeadUnderTest, features: dict[str, Tensor], args: argparse.Namespace, device: torch.device) -> dict:
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.bf16)
+    def inference(self) -> list[tuple[Tensor, Tensor]]:
+        self.head.eval()
+        with torch.no_grad(), self.autocast():
+            return self.head(self.features)
 
-    def inference() -> None:
-        head.eval()
-        with torch.no_grad(), autocast:
-            head(features)
-
-    def train_step() -> None:
-        head.train()
-        head.zero_grad(set_to_none=True)
-        with autocast:
-            preds = head(features)
+    def train_step(self) -> list[tuple[Tensor, Tensor]]:
+        self.head.train()
+        self.head.zero_grad(set_to_none=True)
+        with self.autocast():
+            preds = self.head(self.features)
         loss = sum(logits.float().mean() + masks.float().mean() for logits, masks in preds)
         loss.backward()
+        return preds
 
-    head.eval()
-    with torch.no_grad(), autocast:
-        eval_preds = head(features)
-    head.train()
-    with autocast:
-        train_preds = head(features)
-    result = {
-        "params": sum(p.numel() for p in head.parameters()),
-        "eval_output": [list(eval_preds[-1][0].shape), list(eval_preds[-1][1].shape)],
-        "eval_predictions": len(eval_preds),
-        "train_predictions": len(train_preds),
-        "train_output": [list(train_preds[-1][0].shape), list(train_preds[-1][1].shape)],
-    }
-    del eval_preds, train_preds
-    forward_times = time_call(inference, device, args.warmup, args.repeats)
-    train_times = time_call(train_step, device, args.warmup, args.repeats)
-    result["forward_s"] = statistics.median(forward_times)
-    result["train_step_s"] = statistics.median(train_times)
-    result["forward_all_s"] = forward_times
-    result["train_step_all_s"] = train_times
-    return result
+    def describe(self) -> dict:
+        """Parameter count and output shapes (also a first warm-up run of both modes)."""
+        eval_preds, train_preds = self.inference(), self.train_step()
+        return {
+            "params": sum(p.numel() for p in self.head.parameters()),
+            "eval_output": [list(eval_preds[-1][0].shape), list(eval_preds[-1][1].shape)],
+            "eval_predictions": len(eval_preds),
+            "train_output": [list(train_preds[-1][0].shape), list(train_preds[-1][1].shape)],
+            "train_predictions": len(train_preds),
+        }
+
+    def timed_round(self, record: bool) -> None:
+        for fn, times in ((self.inference, self.forward_times), (self.train_step, self.train_times)):
+            synchronize(self.device)
+            start = time.perf_counter()
+            fn()
+            synchronize(self.device)
+            if record:
+                times.append(time.perf_counter() - start)
+
+
+def _display_path(path: Path) -> str:
+    """Path relative to the repository root when inside it (keeps results files machine-independent)."""
+    resolved = path.resolve()
+    return str(resolved.relative_to(ROOT)) if resolved.is_relative_to(ROOT) else str(path)
+
+
+def cpu_pressure() -> str | None:
+    """Linux PSI line for CPU contention (other processes on a shared machine), if available."""
+    path = Path("/proc/pressure/cpu")
+    return path.read_text().splitlines()[0] if path.exists() else None
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -299,15 +301,26 @@ def main(argv: list[str] | None = None) -> dict:
     if unknown:
         parser.error(f"unknown --impls {unknown}; valid: {sorted(builders)}")
     features = make_features(args, device)
+    # implementations are timed round-robin, so a change in machine load affects all of them alike
+    timers: dict[str, Timer] = {}
     results: dict[str, dict] = {}
     for name in wanted:
         torch.manual_seed(0)
         head = builders[name]().to(device)
-        results[name] = measure(head, features, args, device)
+        timers[name] = Timer(head, features, args, device)
+        results[name] = timers[name].describe()
         results[name]["note"] = getattr(head, "note", "")
-        del head
-        print(f"measured {name}: forward {results[name]['forward_s']:.3f} s, "
-              f"train step {results[name]['train_step_s']:.3f} s", flush=True)
+    pressure_before = cpu_pressure()
+    for round_index in range(args.warmup + args.repeats):
+        for timer in timers.values():
+            timer.timed_round(record=round_index >= args.warmup)
+    for name, timer in timers.items():
+        results[name].update(
+            forward_s=statistics.median(timer.forward_times),
+            train_step_s=statistics.median(timer.train_times),
+            forward_all_s=timer.forward_times,
+            train_step_all_s=timer.train_times,
+        )
 
     references = [n for n in ("original", "huggingface") if n in results]
     for key in ("forward", "train_step"):
@@ -336,10 +349,12 @@ def main(argv: list[str] | None = None) -> dict:
         )
     report = {
         "command": " ".join([Path(sys.argv[0]).name] + (argv if argv is not None else sys.argv[1:])),
-        "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+        "config": {k: (_display_path(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
         "torch": torch.__version__,
         "device": str(device) if device.type != "cuda" else torch.cuda.get_device_name(device),
         "cpu": platform.processor() or platform.machine(),
+        "cpu_pressure_before": pressure_before,
+        "cpu_pressure_after": cpu_pressure(),
         "results": results,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
