@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Profile encoders with the label-free SC/EF metrics and recommend a fusion (see configs/profile.yaml).
+"""Profile encoders with the label-free SC/EF metrics and recommend a fusion (see configs/tools/profile_encoders.yaml).
 
     python tools/profile_encoders.py images=path/to/images encoders=[dinov3_vitb16,sam2_hiera_bplus] \
         weights.dinov3_vitb16=/ckpt/dinov3_vitb16_pretrain_lvd1689m.pth output_dir=outputs/profile
@@ -19,7 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 from mgfusion.profiling import run_profile  # noqa: E402
 
 
-@hydra.main(version_base=None, config_path="../configs", config_name="profile")
+@hydra.main(version_base=None, config_path="../configs/tools", config_name="profile_encoders")
 def main(cfg: DictConfig) -> None:
     logging.getLogger("fvcore").setLevel(logging.ERROR)
     settings = OmegaConf.to_container(cfg, resolve=True)

@@ -13,6 +13,7 @@ import os
 import weakref
 from typing import Any
 
+import torch
 from detectron2.engine import TrainerBase, hooks
 from detectron2.utils import comm
 from detectron2.utils.events import CommonMetricPrinter, EventWriter, JSONWriter, TensorboardXWriter
@@ -88,7 +89,7 @@ class Trainer(TrainerBase):
         self.precision = precision = resolve_precision(enabled=solver.amp.enabled, dtype=solver.amp.dtype,
                                                        device=self.device)
         ddp_model = create_ddp_model(self.model, broadcast_buffers=False,
-                                     find_unused_parameters=runtime.find_unused_parameters)
+                                     find_unused_parameters=_find_unused(runtime.find_unused_parameters, self.model))
         self._trainer = AccumulatingAMPTrainer(
             ddp_model, None, self.optimizer, precision=precision, accumulation_steps=solver.grad_accum_steps,
             clipper=build_gradient_clipper(self.model.parameters(), **solver.clip_gradients),
@@ -168,3 +169,13 @@ class Trainer(TrainerBase):
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         super().load_state_dict(state_dict)
         self._trainer.load_state_dict(state_dict["_trainer"])
+
+
+def _find_unused(setting: bool | str, model: torch.nn.Module) -> bool:
+    """DDP's ``find_unused_parameters``: the setting, or for ``auto`` whether some trainable parameters can go
+    without a gradient in a step (a fusion backbone re-selecting its injection stride per batch)."""
+    if setting == "auto":
+        return any(getattr(m, "dynamic_stride", False) for m in model.modules())
+    if not isinstance(setting, bool):
+        raise ValueError(f"runtime.find_unused_parameters must be true, false or auto, got {setting!r}")
+    return setting

@@ -36,7 +36,7 @@ logger = logging.getLogger(__name__)
 
 @dataclass
 class ProfileSettings:
-    """Everything a profiling run needs (mirrors ``configs/profile.yaml``)."""
+    """Everything a profiling run needs (mirrors ``configs/tools/profile_encoders.yaml``)."""
 
     encoders: Sequence[str]
     output_dir: str

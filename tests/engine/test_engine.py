@@ -116,3 +116,15 @@ def test_resume_of_a_finished_run_only_re_evaluates(tmp_path, trained):
     results = run(compose_tiny(out, "solver.eval_period=10", "resume=true"))
     assert (out / "model_final.pth").read_bytes() == before
     assert json.loads(json.dumps(results)) == read_results(trained[0] / "final_metrics.json")
+
+
+def test_find_unused_parameters_auto_follows_dynamic_fusion():
+    from mgfusion.backbones import FusionBackbone
+    from mgfusion.engine.trainer import _find_unused
+
+    fixed = FusionBackbone(master="dinov3_micro16", auxiliary="sam2_hiera_micro", inject={16: "replace"})
+    dynamic = FusionBackbone(master="dinov3_micro16", auxiliary="sam2_hiera_micro", dynamic_stride=True)
+    assert _find_unused("auto", fixed) is False and _find_unused("auto", dynamic) is True
+    assert _find_unused(True, fixed) is True
+    with pytest.raises(ValueError, match="true, false or auto"):
+        _find_unused("sometimes", fixed)

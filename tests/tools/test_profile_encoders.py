@@ -142,3 +142,31 @@ def test_coco_json_with_labels_reports_sc_gt_and_spearman(coco_json, tmp_path):
     rho = sup["spearman_encoder_stride"]
     assert -1.0 <= rho["rho"] <= 1.0 and rho["n"] == 8 and 0.0 <= rho["p"] <= 1.0
     assert "reconstruction" in (out / "supervised_rq4.md").read_text()
+
+
+def test_cli_overrides_compose(tmp_path):
+    """The documented overrides (incl. dataset=NAME, which must not clash with the training config groups) parse."""
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(REPO / "configs" / "tools"), version_base=None):
+        cfg = compose("profile_encoders", overrides=[
+            "dataset=synthetic_val_panoptic", "encoders=[dinov3_micro16,sam2_hiera_micro]", f"output_dir={tmp_path}",
+            "max_images=3", "resolution=[64,96]", "device=cpu", "variant=corrected"])
+    assert cfg.dataset == "synthetic_val_panoptic" and list(cfg.resolution) == [64, 96]
+    assert cfg.variant == "corrected" and cfg.max_images == 3
+
+
+def test_registered_dataset_with_panoptic_labels(tmp_path):
+    """dataset=NAME streams a detectron2 dataset; its panoptic labels give SC_gt."""
+    from mgfusion.data import register_synthetic
+
+    register_synthetic(root=tmp_path / "data")
+    try:
+        out = tmp_path / "synthetic"
+        summary = run_profile(_settings(None, out, dataset="synthetic_val_panoptic", max_images=3, cost=False,
+                                        resolution=None, variant="corrected"))
+    finally:
+        register_synthetic()  # back to the default root for other tests
+    assert summary["num_images"] == 3 and summary["failed_images"] == 0
+    for enc in ENCODERS:
+        assert 0.0 <= summary["encoders"][enc]["16"]["SC_gt"]["mean"] <= 1.0
