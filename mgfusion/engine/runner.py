@@ -21,6 +21,7 @@ from detectron2.utils.env import seed_all_rng
 from detectron2.utils.logger import setup_logger
 from omegaconf import DictConfig, OmegaConf
 
+from mgfusion.evaluation import grouped_class_markdown, matching_groupings
 from mgfusion.utils.io import atomic_write_text
 
 from .build import build_model, describe_parameters
@@ -101,6 +102,7 @@ def _train(cfg: DictConfig, output_dir: str, seed: int) -> dict[str, Any]:
         logger.info("Final results (iteration %d):\n%s", trainer.max_iter, format_results(results))
         write_metrics_json(os.path.join(output_dir, FINAL_METRICS), results, iteration=trainer.max_iter,
                            weights=os.path.join(output_dir, f"{trainer.checkpointer.file_prefix}_final.pth"))
+        _write_class_tables(results, output_dir)
     return results
 
 
@@ -114,7 +116,17 @@ def _evaluate_checkpoint(cfg: DictConfig, output_dir: str) -> dict[str, Any]:
         logger.info("Results of %s (iteration %s):\n%s", cfg.weights, iteration, format_results(results))
         write_metrics_json(os.path.join(output_dir, EVAL_METRICS), results, iteration=iteration,
                            weights=os.path.abspath(str(cfg.weights)))
+        _write_class_tables(results, output_dir)
     return results
+
+
+def _write_class_tables(results: dict[str, Any], output_dir: str) -> None:
+    """Per-class AP grouped as in the paper's Table 4 (e.g. Cityscapes boundary-sensitive vs large rigid classes),
+    written as ``per_class_ap_<grouping>.md`` when the results have every class of a known grouping."""
+    for name in matching_groupings(results):
+        table = grouped_class_markdown({os.path.basename(output_dir.rstrip(os.sep)) or "run": results}, name)
+        atomic_write_text(os.path.join(output_dir, f"per_class_ap_{name}.md"), table + "\n")
+        logger.info("Per-class AP (%s groups):\n%s", name, table)
 
 
 @contextlib.contextmanager

@@ -11,7 +11,7 @@ from .cityscapes import CityscapesInstanceEvaluator, CityscapesSemSegEvaluator
 from .compat import cityscapes_numpy2_patches, load_label_png
 from .instance import InstanceSegEvaluator
 from .oracle import ground_truth_outputs
-from .tables import CLASS_GROUPS, grouped_class_markdown, grouped_class_rows
+from .tables import CLASS_GROUPS, grouped_class_markdown, grouped_class_rows, matching_groupings
 
 __all__ = [
     "CLASS_GROUPS",
@@ -25,6 +25,7 @@ __all__ = [
     "cityscapes_numpy2_patches",
     "grouped_class_markdown",
     "grouped_class_rows",
+    "matching_groupings",
     "ground_truth_outputs",
     "load_label_png",
 ]

@@ -6,7 +6,7 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-__all__ = ["CLASS_GROUPS", "grouped_class_rows", "grouped_class_markdown"]
+__all__ = ["CLASS_GROUPS", "grouped_class_rows", "grouped_class_markdown", "matching_groupings"]
 
 # The paper's Table 4 groups of the Cityscapes thing classes (names as in cityscapesscripts / detectron2).
 CLASS_GROUPS: dict[str, dict[str, tuple[str, ...]]] = {
@@ -89,3 +89,10 @@ def grouped_class_markdown(
             label, cells = "**average**", [f"**{c}**" for c in cells]
         lines.append(f"| {row['group']} | {label} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def matching_groupings(results: Mapping[str, Any], *, task: str = "segm", metric: str = "AP") -> list[str]:
+    """Names in :data:`CLASS_GROUPS` whose every class has a ``f"{metric}-{class}"`` entry in ``results[task]``."""
+    scores = results.get(task) or {}
+    return [name for name, groups in CLASS_GROUPS.items()
+            if all(f"{metric}-{c}" in scores for classes in groups.values() for c in classes)]

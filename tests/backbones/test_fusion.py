@@ -188,3 +188,30 @@ def test_paper_configs_name_the_paper_encoders():
         "dinov3_vitb16", "sam2_hiera_bplus", 16, "replace")
     s2d3 = OmegaConf.load(CONFIGS / "fusion_s2d3.yaml")
     assert (s2d3.master.name, s2d3.auxiliary.name) == ("sam2_hiera_bplus", "dinov3_vitb16")
+
+
+def test_dynamic_stride_reproduction_picks_argmax_of_batch_reference_ef():
+    """The authors' per-batch rule (SPEC §4): replace the aux level whose batch-summed reference EF is highest."""
+    from mgfusion.metrics import compute_metrics
+
+    torch.manual_seed(0)
+    fb = FusionBackbone(master=build_encoder("dinov3_micro16"), auxiliary=build_encoder("sam2_hiera_micro"),
+                        dynamic_stride=True).eval()
+    assert fb.inject_strides == (4, 8, 16, 32) and "dynamic" in repr(fb)
+    from skimage import data
+
+    img = torch.from_numpy(data.astronaut()[::4, ::4].copy()).permute(2, 0, 1)[None].float()  # (1,3,128,128)
+    mean = torch.tensor(fb.pixel_mean).view(1, 3, 1, 1)
+    std = torch.tensor(fb.pixel_std).view(1, 3, 1, 1)
+    x = (img - mean) / std
+    with torch.no_grad():
+        out = fb(x)
+        aux = fb.auxiliary(x)
+    ef = {s: float(compute_metrics(aux[s], img, stride=s, variant="reference", parts=("EF",))["EF"].sum())
+          for s in (4, 8, 16, 32)}
+    chosen = max(sorted(ef), key=lambda s: (ef[s], -s))
+    assert fb.last_injected == (chosen,)
+    torch.testing.assert_close(out[chosen], match_channels(aux[chosen], fb.out_channels[chosen]))
+    for s in (4, 8, 16, 32):
+        if s != chosen:
+            torch.testing.assert_close(out[s], fb.master(x)[s])
