@@ -3,11 +3,11 @@
     python benchmarks/train_speed.py [--iters 20] [--warmup 3] [--infer-images 16] [--threads 2] [OVERRIDE ...]
 
 OVERRIDEs are Hydra overrides of configs/train.yaml (``{tmp}`` is replaced by a scratch folder). Without any, the
-default below runs the real micro fusion backbone (``fusion_micro_d3s2``) under the engine's test segmentation head
-on the tiny test dataset (64x64 images) with the CPU smoke solver. For Mask2Former, e.g.:
+demo's setup: tiny Mask2Former on the micro fusion backbone, synthetic panoptic 128x128, batch 4, CPU fp32. The
+paper's D3S2 setup on a GPU (512x1024 crops, batch 3, AMP):
 
-    python benchmarks/train_speed.py backbone=fusion_micro_d3s2 model=mask2former_tiny dataset=synthetic_semantic \
-        solver=smoke_cpu runtime=smoke device=cpu
+    python benchmarks/train_speed.py backbone=fusion_d3s2 model=mask2former dataset=synthetic_panoptic \
+        dataset.register.image_size=1024 dataset.train_mapper.crop_size=[512,1024] solver=adamw_poly device=cuda
 
 Peak memory is the process's peak RSS on CPU (includes imports and model construction) and
 ``torch.cuda.max_memory_allocated`` during the timed steps on GPU. Prints a table, writes JSON
@@ -38,10 +38,9 @@ from hydra import compose, initialize_config_dir  # noqa: E402
 from mgfusion.engine import Trainer, build_test_loader, register_datasets  # noqa: E402
 from mgfusion.utils.bench import format_table, write_results  # noqa: E402
 
-#: extra config folder searched after configs/ (the engine tests' tiny model and dataset nodes).
-DEFAULT_CONFIG_DIR = ROOT / "tests" / "engine" / "configs"
-DEFAULT_OVERRIDES = ["backbone=fusion_micro_d3s2", "model=tiny_seg", "dataset=tiny_shapes", "solver=smoke_cpu",
-                     "runtime=smoke", "device=cpu", "dataset.register.root={tmp}/data", "dataset.register.num_train=16"]
+#: the demo's setup: tiny Mask2Former on the micro fusion backbone, synthetic panoptic 128x128, batch 4, fp32 CPU.
+DEFAULT_OVERRIDES = ["backbone=fusion_micro_d3s2", "model=mask2former_tiny", "dataset=synthetic_panoptic",
+                     "solver=demo_cpu", "runtime=smoke", "device=cpu", "dataset.register.root={tmp}/data"]
 
 
 def _sync(device: torch.device) -> None:
@@ -98,7 +97,7 @@ def measure_inference(trainer: Trainer, *, images: int) -> dict[str, float]:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("overrides", nargs="*", help="Hydra overrides (default: the tiny CPU smoke setup)")
-    p.add_argument("--config-dir", default=str(DEFAULT_CONFIG_DIR), help="extra Hydra config folder")
+    p.add_argument("--config-dir", default=None, help="extra Hydra config folder searched after configs/")
     p.add_argument("--iters", type=int, default=20, help="timed optimizer steps")
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--infer-images", type=int, default=16)
@@ -112,8 +111,8 @@ def main() -> None:
         overrides = [o.replace("{tmp}", tmp) for o in (args.overrides or DEFAULT_OVERRIDES)]
         overrides += [f"output_dir={tmp}/run", "runtime.tensorboard=false"]
         with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base=None):
-            cfg = compose("train", overrides=[f"hydra.searchpath=[file://{os.path.abspath(args.config_dir)}]",
-                                              *overrides])
+            search = [f"hydra.searchpath=[file://{os.path.abspath(args.config_dir)}]"] if args.config_dir else []
+            cfg = compose("train", overrides=[*search, *overrides])
         register_datasets(cfg.dataset)
         seed_all_rng(0)
         trainer = Trainer(cfg, output_dir=f"{tmp}/run", seed=0)

@@ -37,6 +37,10 @@ else
     "${PIP[@]}" install torch==2.14.1 torchvision==0.29.1
 fi
 
+step "installing mgfusion (editable) with its dependencies and the dev extra"
+"${PIP[@]}" install -e ".[dev]"
+
+# detectron2 comes after mgfusion's own dependencies: importing it needs fvcore, iopath, pycocotools, ...
 if "$PY" -c "import detectron2" 2>/dev/null; then
     step "detectron2 already importable: $("$PY" -c 'import detectron2, os; print(os.path.dirname(detectron2.__file__))') (skipping its install)"
 else
@@ -49,9 +53,6 @@ else
         --target "$SITE" --upgrade sal-detectron2==0.7.2 2>&1 | grep -v -E 'dependency (resolver|conflicts)|requires (black|numpy)' || true
     "$PY" -c "import detectron2" || { echo "[setup] detectron2 failed to import after install" >&2; exit 1; }
 fi
-
-step "installing mgfusion (editable) with its dependencies and the dev extra"
-"${PIP[@]}" install -e ".[dev]"
 
 if "$PY" -c "import panopticapi" 2>/dev/null; then
     step "panopticapi already installed"
