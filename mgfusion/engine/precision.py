@@ -2,19 +2,26 @@
 
 * CUDA: fp16 autocast with a ``torch.amp.GradScaler`` (what detectron2's ``AMPTrainer`` does), or bf16 without one.
 * CPU: bf16 autocast (``torch.autocast("cpu", dtype=torch.bfloat16)``); fp16 is refused (no CPU loss scaling here).
+  ``auto`` picks bf16 only when the CPU computes bf16 natively (AVX512-BF16 / AMX, as oneDNN reports it) and fp32
+  otherwise: on an AVX2-only CPU, bf16 matmuls and convolutions are emulated and measured 150-600x slower than fp32.
+  An explicit ``bfloat16`` on such a CPU is honoured with a warning.
 * ``enabled: false`` (or an unsupported device type): plain fp32.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
+import logging
 from dataclasses import dataclass
 
 import torch
 
-__all__ = ["Precision", "resolve_precision", "AMP_DTYPES"]
+__all__ = ["Precision", "resolve_precision", "AMP_DTYPES", "cpu_has_native_bf16"]
 
-#: accepted spellings of ``solver.amp.dtype`` → dtype (``auto``: fp16 on CUDA, bf16 on CPU).
+logger = logging.getLogger(__name__)
+
+#: accepted spellings of ``solver.amp.dtype`` → dtype (``auto``: fp16 on CUDA; on CPU bf16 if native, else fp32).
 AMP_DTYPES: dict[str, torch.dtype | None] = {
     "auto": None,
     "float16": torch.float16,
@@ -26,6 +33,15 @@ AMP_DTYPES: dict[str, torch.dtype | None] = {
 
 _AUTO_DTYPE = {"cuda": torch.float16, "cpu": torch.bfloat16}
 _SUPPORTED = {"cuda": (torch.float16, torch.bfloat16), "cpu": (torch.bfloat16,)}
+
+
+@functools.cache
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU runs bf16 matmuls/convolutions natively (oneDNN's check: AVX512-BF16 or AMX)."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):  # a build without oneDNN: assume emulated
+        return False
 
 
 @dataclass(frozen=True)
@@ -68,7 +84,7 @@ def resolve_precision(*, enabled: bool, dtype: str, device: torch.device | str) 
 
     Args:
         enabled: autocast on/off.
-        dtype: one of :data:`AMP_DTYPES` (``auto`` = fp16 on CUDA, bf16 on CPU).
+        dtype: one of :data:`AMP_DTYPES` (``auto`` = fp16 on CUDA; bf16 on a CPU with native bf16, else fp32).
         device: the model's device.
 
     Raises:
@@ -84,6 +100,13 @@ def resolve_precision(*, enabled: bool, dtype: str, device: torch.device | str) 
         raise ValueError(f"mixed precision is supported on {sorted(_SUPPORTED)}, not on device type {device_type!r}; "
                          "set solver.amp.enabled=false")
     resolved = AMP_DTYPES[key] or _AUTO_DTYPE[device_type]
+    if device_type == "cpu" and resolved == torch.bfloat16 and not cpu_has_native_bf16():
+        if key == "auto":
+            logger.warning("solver.amp.dtype=auto on a CPU without native bf16 (no AVX512-BF16/AMX): training in fp32 "
+                           "(emulated bf16 is orders of magnitude slower); set solver.amp.dtype=bfloat16 to force it")
+            return Precision(device_type, None)
+        logger.warning("solver.amp.dtype=%s on a CPU without native bf16 (no AVX512-BF16/AMX): bf16 is emulated and "
+                       "much slower than fp32 here; set solver.amp.enabled=false for speed", dtype)
     if resolved not in _SUPPORTED[device_type]:
         valid = [str(d).replace("torch.", "") for d in _SUPPORTED[device_type]]
         raise ValueError(f"solver.amp.dtype={dtype!r} is not supported on {device_type}; use one of {valid} "

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import logging
 
 import pytest
 import torch
@@ -10,6 +11,7 @@ from detectron2.utils.events import EventStorage
 from torch import nn
 
 from mgfusion.engine import AccumulatingAMPTrainer, GradientClipper, Precision, build_gradient_clipper
+import mgfusion.engine.precision as precision_module
 from mgfusion.engine import resolve_precision
 
 
@@ -49,7 +51,8 @@ def _train(model: nn.Module, batches: list[list[dict]], *, steps: int, accumulat
 
 
 def test_precision_policy_resolution_and_errors():
-    assert resolve_precision(enabled=True, dtype="auto", device="cpu") == Precision("cpu", torch.bfloat16)
+    native = precision_module.cpu_has_native_bf16()
+    assert resolve_precision(enabled=True, dtype="auto", device="cpu") == Precision("cpu", torch.bfloat16 if native else None)
     assert resolve_precision(enabled=False, dtype="auto", device="cpu") == Precision("cpu", None)
     assert resolve_precision(enabled=True, dtype="bf16", device="cuda:0") == Precision("cuda", torch.bfloat16)
     fp16 = resolve_precision(enabled=True, dtype="auto", device="cuda")
@@ -109,6 +112,22 @@ def test_logged_loss_is_the_mean_over_micro_batches():
     with EventStorage(0) as storage:
         trainer.run_step()
         assert storage.history("total_loss").latest() == pytest.approx(expected, rel=1e-6)
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_cpu_auto_precision_follows_native_bf16_support(native, monkeypatch, caplog):
+    monkeypatch.setattr(precision_module, "cpu_has_native_bf16", lambda: native)
+    with caplog.at_level(logging.WARNING, logger=precision_module.__name__):
+        auto = resolve_precision(enabled=True, dtype="auto", device="cpu")
+        forced = resolve_precision(enabled=True, dtype="bfloat16", device="cpu")
+    assert auto == Precision("cpu", torch.bfloat16 if native else None)
+    assert forced == Precision("cpu", torch.bfloat16)  # an explicit choice is honoured either way
+    if native:
+        assert not caplog.records
+    else:
+        assert "training in fp32" in caplog.records[0].getMessage()
+        assert "emulated" in caplog.records[1].getMessage()
+    assert resolve_precision(enabled=True, dtype="auto", device="cuda") == Precision("cuda", torch.float16)
 
 
 def test_cpu_bf16_autocast_trains():
