@@ -7,7 +7,8 @@ demo's setup: tiny Mask2Former on the micro fusion backbone, synthetic panoptic 
 paper's D3S2 setup on a GPU (512x1024 crops, batch 3, AMP):
 
     python benchmarks/train_speed.py backbone=fusion_d3s2 model=mask2former dataset=synthetic_panoptic \
-        dataset.register.image_size=1024 dataset.train_mapper.crop_size=[512,1024] solver=adamw_poly device=cuda
+        dataset.register.image_size=1024 dataset.train_mapper.crop_size=[512,1024] solver=adamw_poly device=cuda \
+        --infer-size 1024 2048
 
 Peak memory is the process's peak RSS on CPU (includes imports and model construction) and
 ``torch.cuda.max_memory_allocated`` during the timed steps on GPU. Prints a table, writes JSON
@@ -31,6 +32,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
 from detectron2.utils.env import seed_all_rng  # noqa: E402
 from detectron2.utils.events import EventStorage  # noqa: E402
 from hydra import compose, initialize_config_dir  # noqa: E402
@@ -74,12 +76,23 @@ def measure_training(trainer: Trainer, *, warmup: int, iters: int) -> dict[str, 
             "train_images_per_s": trainer.cfg.solver.ims_per_batch / step, "peak_mem_MB": peak}
 
 
-def measure_inference(trainer: Trainer, *, images: int) -> dict[str, float]:
+def resize_inputs(batch: list[dict], size: tuple[int, int]) -> list[dict]:
+    """The test inputs resized (bilinear) to ``size`` = (H, W) pixels, with the output size set to match."""
+    out = []
+    for d in batch:
+        image = F.interpolate(d["image"][None].float(), size=size, mode="bilinear", align_corners=False)
+        out.append({**d, "image": image[0].round().clamp(0, 255).to(torch.uint8), "height": size[0], "width": size[1]})
+    return out
+
+
+def measure_inference(trainer: Trainer, *, images: int, size: tuple[int, int] | None = None) -> dict[str, float]:
     """Images per second of ``model(list[dict])`` in eval mode on the first test set (batch 1, cycled to ``images``
-    images after 2 warm-up images; loading excluded, no evaluator)."""
+    images after 2 warm-up images; loading excluded, no evaluator). ``size`` = (H, W) resizes the inputs first."""
     model, device = trainer.model, trainer.device
     loader = build_test_loader(trainer.cfg.dataset, trainer.cfg.dataset.test[0], num_workers=0)
     batches = [b for b, _ in zip(loader, range(images))]
+    if size is not None:
+        batches = [resize_inputs(b, size) for b in batches]
     model.eval()
     with torch.no_grad():
         for batch in batches[:2]:
@@ -91,7 +104,8 @@ def measure_inference(trainer: Trainer, *, images: int) -> dict[str, float]:
         _sync(device)
         elapsed = time.perf_counter() - start
     model.train()
-    return {"infer_images_per_s": images / elapsed}
+    shape = tuple(batches[0][0]["image"].shape[1:])
+    return {"infer_images_per_s": images / elapsed, "infer_size": f"{shape[0]}x{shape[1]}"}
 
 
 def main() -> None:
@@ -101,6 +115,8 @@ def main() -> None:
     p.add_argument("--iters", type=int, default=20, help="timed optimizer steps")
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--infer-images", type=int, default=16)
+    p.add_argument("--infer-size", type=int, nargs=2, default=None, metavar=("H", "W"),
+                   help="resize the test images to H W pixels for the inference timing (paper: 1024 2048)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--out", default="benchmarks/results/train_speed.json")
     args = p.parse_args()
@@ -121,7 +137,7 @@ def main() -> None:
                "device": str(trainer.device), "precision": str(trainer.precision),
                "ims_per_batch": cfg.solver.ims_per_batch, "grad_accum_steps": cfg.solver.grad_accum_steps,
                **measure_training(trainer, warmup=args.warmup, iters=args.iters),
-               **measure_inference(trainer, images=args.infer_images)}  # fmt: skip
+               **measure_inference(trainer, images=args.infer_images, size=args.infer_size)}  # fmt: skip
 
     print(f"\nTraining step (median of {args.iters} after {args.warmup} warm-up), inference batch 1, "
           f"{args.threads} threads")
