@@ -4,40 +4,11 @@ from __future__ import annotations
 
 import random
 
-import torch
-from detectron2.utils import comm
 from omegaconf import DictConfig
 
+from mgfusion.utils.device import DEVICES, device_type_of, resolve_device  # one device rule for the whole library
+
 __all__ = ["DEVICES", "resolve_device", "device_type_of", "resolve_seed", "micro_batch_size", "require_keys"]
-
-#: valid values of the top-level ``device`` key.
-DEVICES = ("auto", "cpu", "cuda")
-
-
-def resolve_device(name: str) -> torch.device:
-    """``auto`` → this process's GPU if CUDA is available, else the CPU; ``cuda`` → ``cuda:<local rank>``.
-
-    Raises:
-        ValueError: unknown name (lists the valid ones) or ``cuda`` without a CUDA device.
-    """
-    name = str(name).lower()
-    if name not in DEVICES:
-        raise ValueError(f"device={name!r} is not one of {list(DEVICES)}")
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cuda":
-        if not torch.cuda.is_available():
-            raise ValueError("device=cuda but torch sees no CUDA device; use device=cpu or device=auto")
-        return torch.device("cuda", comm.get_local_rank())
-    return torch.device("cpu")
-
-
-def device_type_of(name: str) -> str:
-    """``cuda`` or ``cpu`` for a ``device`` config value, without touching a process group."""
-    name = str(name).lower()
-    if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return name
 
 
 def resolve_seed(seed: int | None) -> int:

@@ -22,6 +22,7 @@ from tqdm import tqdm
 
 from mgfusion.backbones import Encoder, FusionBackbone, build_encoder, list_encoders
 from mgfusion.metrics import compute_pyramid_metrics, list_variants, pca_map, sc_gt, spearman
+from mgfusion.utils.device import resolve_device
 from mgfusion.utils.io import atomic_write_text
 
 from . import report
@@ -69,16 +70,6 @@ class ProfileSettings:
         if unknown:
             raise ValueError(f"unknown profile settings {sorted(unknown)}; valid: {', '.join(sorted(known))}")
         return cls(**{k: v for k, v in cfg.items() if k in known})
-
-
-def resolve_device(device: str) -> torch.device:
-    """``auto`` -> cuda if available else cpu; otherwise ``torch.device(device)``."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device=cuda requested but CUDA is not available; use device=cpu or device=auto")
-    return dev
 
 
 def validate(settings: ProfileSettings) -> None:
