@@ -23,16 +23,17 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-_OPERATORS: dict[str, type["InjectionOperator"]] = {}
+from mgfusion.utils.registry import Registry
+
+#: injection operators by name (``replace``, ``add``, ``gated``, ``concat``, and users' own)
+INJECTIONS: Registry[type["InjectionOperator"]] = Registry("injection operator")
 
 
 def register_injection(name: str) -> Callable[[type], type]:
-    """Class decorator registering an injection operator under ``name``."""
+    """Class decorator registering an injection operator under ``name`` (a taken name is a RegistryError)."""
 
     def deco(cls: type) -> type:
-        if name in _OPERATORS:
-            raise ValueError(f"injection operator {name!r} is already registered")
-        _OPERATORS[name] = cls
+        INJECTIONS.register(name, cls)
         cls.op_name = name
         return cls
 
@@ -41,14 +42,12 @@ def register_injection(name: str) -> Callable[[type], type]:
 
 def list_injections() -> list[str]:
     """Registered operator names."""
-    return sorted(_OPERATORS)
+    return INJECTIONS.names()
 
 
 def build_injection(name: str, master_channels: int, aux_channels: int) -> "InjectionOperator":
-    """Build the operator registered as ``name`` for the given channel counts."""
-    if name not in _OPERATORS:
-        raise KeyError(f"unknown injection operator {name!r}; valid: {', '.join(list_injections())}")
-    return _OPERATORS[name](master_channels, aux_channels)
+    """Build the operator registered as ``name`` for the given channel counts; unknown names list the valid ones."""
+    return INJECTIONS.get(name)(master_channels, aux_channels)
 
 
 def resize_to(x: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:

@@ -22,33 +22,27 @@ import torch.nn.functional as F
 from timm.layers import LayerNorm2d
 from torch import nn
 
+from mgfusion.utils.registry import Registry
+
 from .base import DEFAULT_STRIDES
 
-_NECKS: dict[str, Callable[..., "PyramidNeck"]] = {}
+#: the pyramid necks of plain ViTs, by name (``paper``, ``vitdet``, ``raw``)
+NECKS: Registry[Callable[..., "PyramidNeck"]] = Registry("pyramid neck")
 
 
 def register_neck(name: str) -> Callable:
-    """Decorator registering a :class:`PyramidNeck` subclass under ``name``."""
-
-    def deco(cls):
-        if name in _NECKS:
-            raise ValueError(f"neck {name!r} is already registered")
-        _NECKS[name] = cls
-        return cls
-
-    return deco
+    """Decorator registering a :class:`PyramidNeck` subclass under ``name`` (a taken name is a RegistryError)."""
+    return NECKS.register(name)
 
 
 def list_necks() -> list[str]:
     """Registered neck names."""
-    return sorted(_NECKS)
+    return NECKS.names()
 
 
 def build_neck(name: str, **kwargs) -> "PyramidNeck":
-    """Build the neck registered as ``name`` (``paper``, ``vitdet`` or ``raw``)."""
-    if name not in _NECKS:
-        raise KeyError(f"unknown neck {name!r}; valid necks: {', '.join(list_necks())}")
-    return _NECKS[name](**kwargs)
+    """Build the neck registered as ``name`` (``paper``, ``vitdet`` or ``raw``); unknown names list the valid ones."""
+    return NECKS.get(name)(**kwargs)
 
 
 def _per_level(values: int | Sequence[int], strides: Sequence[int], what: str) -> tuple[int, ...]:

@@ -17,6 +17,8 @@ from typing import Callable, Mapping
 import torch
 from torch import nn
 
+from mgfusion.utils.registry import Registry
+
 logger = logging.getLogger(__name__)
 
 StateDict = dict[str, torch.Tensor]
@@ -136,17 +138,20 @@ def _convert_timm(ckpt: Mapping[str, object], model: nn.Module) -> StateDict:
     return dict(_unwrap(ckpt))  # already in timm's layout (e.g. a timm .safetensors)
 
 
-WEIGHT_FAMILIES: dict[str, WeightFamily] = {
+#: checkpoint layouts by family name; a new official layout registers its WeightFamily here
+WEIGHT_FAMILIES: Registry[WeightFamily] = Registry("weight family")
+for _family in (
     # Any timm model saved in timm's own layout; classifier heads are ignored.
-    "timm": WeightFamily("timm", _convert_timm, ("head.", "fc_norm.")),
-    "dinov3": WeightFamily("dinov3", _convert_dinov3, ("head.", "fc_norm.")),
-    "dinov2": WeightFamily("dinov2", _convert_vit, ("head.", "fc_norm.")),
+    WeightFamily("timm", _convert_timm, ("head.", "fc_norm.")),
+    WeightFamily("dinov3", _convert_dinov3, ("head.", "fc_norm.")),
+    WeightFamily("dinov2", _convert_vit, ("head.", "fc_norm.")),
     # SAM's 256-channel conv neck is replaced by mgfusion's pyramid necks.
-    "samvit": WeightFamily("samvit", _convert_samvit, ("neck.", "head.")),
-    "sam2": WeightFamily("sam2", _convert_sam2, ("head.",)),
+    WeightFamily("samvit", _convert_samvit, ("neck.", "head.")),
+    WeightFamily("sam2", _convert_sam2, ("head.",)),
     # Swin's final norm only normalizes the last stage for classification; the pyramid uses raw stage outputs.
-    "swin": WeightFamily("swin", _convert_swin, ("head.", "norm.")),
-}
+    WeightFamily("swin", _convert_swin, ("head.", "norm.")),
+):
+    WEIGHT_FAMILIES.register(_family.name, _family)
 
 
 def load_weights_into(
@@ -162,9 +167,7 @@ def load_weights_into(
 
     Returns: ``(missing, unexpected)`` key lists (empty when strict).
     """
-    if family not in WEIGHT_FAMILIES:
-        raise KeyError(f"unknown weight family {family!r}; valid: {', '.join(sorted(WEIGHT_FAMILIES))}")
-    fam = WEIGHT_FAMILIES[family]
+    fam = WEIGHT_FAMILIES.get(family)
     raw = read_state_dict(path)
     try:
         converted = fam.convert(raw, model)

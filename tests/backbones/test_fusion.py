@@ -66,7 +66,7 @@ def test_learnable_operators_are_identity_at_init_then_learn(name):
 
 def test_unknown_operator_lists_valid_ones():
     assert list_injections() == ["add", "concat", "gated", "replace"]
-    with pytest.raises(KeyError, match="valid: add, concat, gated, replace"):
+    with pytest.raises(KeyError, match="Registered injection operators: add, concat, gated, replace"):
         build_injection("sum", 4, 4)
 
 

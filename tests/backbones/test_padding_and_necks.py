@@ -63,7 +63,7 @@ def test_vitdet_neck_shapes_and_structure():
 
 
 def test_unknown_neck_lists_valid_ones():
-    with pytest.raises(KeyError, match="valid necks: paper, raw, vitdet"):
+    with pytest.raises(KeyError, match="Registered pyramid necks: paper, raw, vitdet"):
         build_neck("fpn", in_channels=8, patch_size=16)
 
 
