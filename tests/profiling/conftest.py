@@ -14,10 +14,6 @@ from PIL import Image
 
 REPO = Path(__file__).resolve().parents[2]
 TOOL = REPO / "tools" / "profile_encoders.py"
-MICRO = ["dinov3_micro16", "sam2_hiera_micro"]
-# the cheapest meaningful run: two micro encoders, 64x64 inputs (2x2 cells at stride 32), no cost table / PCA plot
-FAST = [f"encoders=[{','.join(MICRO)}]", "resolution=[64,64]", "batch_size=2", "num_workers=0", "device=cpu",
-        "cost=false", "progress=false", "num_pca_images=0", "max_images=null"]
 
 
 def photo(name: str, h: int = 48, w: int = 64) -> np.ndarray:
