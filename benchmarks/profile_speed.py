@@ -26,7 +26,7 @@ from PIL import Image
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from mgfusion.utils.bench import format_table, write_results  # noqa: E402
+from mgfusion.utils.bench import format_table, write_results
 
 
 def make_images(folder: Path, n: int, size: int, seed: int = 0) -> None:
@@ -58,12 +58,13 @@ def run_once(images: Path, out: Path, encoders: list[str], size: int, batch: int
         "print('RESULT', json.dumps({'timing': s['timing'], 'n': s['num_images'],"
         " 'maxrss_kb': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}))"
     )
-    settings = dict(images=str(images), encoders=encoders, output_dir=str(out), resolution=[size, size],
-                    batch_size=batch, num_workers=1, device="cpu", variant=variant, max_images=None, cost=False,
-                    progress=False, num_pca_images=0, supervised=False)
+    settings = {"images": str(images), "encoders": encoders, "output_dir": str(out), "resolution": [size, size],
+                "batch_size": batch, "num_workers": 1, "device": "cpu", "variant": variant, "max_images": None,
+                "cost": False, "progress": False, "num_pca_images": 0, "supervised": False,
+                "allow_random_init": True}  # speed does not depend on the weights' values
     t0 = time.perf_counter()
     proc = subprocess.run([sys.executable, "-c", code, str(threads), json.dumps(settings)], cwd=REPO,
-                          capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=str(REPO)))
+                          capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=str(REPO)), check=False)
     wall = time.perf_counter() - t0
     if proc.returncode != 0:
         raise RuntimeError(proc.stdout[-3000:] + proc.stderr[-3000:])

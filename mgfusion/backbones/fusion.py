@@ -19,13 +19,15 @@ batch-summed reference EF of the auxiliary's levels; it is off by default.
 
 from __future__ import annotations
 
-import json
 import os
 from typing import Any, Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+# the profile-reading and stride-selection rules live in a dependency-free leaf module of mgfusion.profiling
+from mgfusion.profiling.selection import argmax_stride, read_profile_ef
 
 from .base import Encoder
 from .injection import InjectionOperator, build_injection
@@ -48,37 +50,6 @@ def _as_encoder(spec: EncoderSpec, role: str) -> tuple[Encoder, str | None]:
         kwargs.pop("_target_", None)
         return build_encoder(name, **kwargs), name
     raise TypeError(f"{role} must be an Encoder, a registered name or a mapping, got {type(spec).__name__}")
-
-
-def read_profile_ef(path: str | os.PathLike, encoder: str | None = None) -> tuple[str, dict[int, float]]:
-    """Mean EF per stride of ``encoder`` from a profile ``summary.json`` written by ``tools/profile_encoders.py``.
-
-    Args:
-        path: the profile's ``summary.json`` (or its run folder).
-        encoder: encoder name in the profile; ``None`` = the profile's recommended auxiliary.
-
-    Returns: ``(encoder_name, {stride: mean EF})``.
-    """
-    path = os.fspath(path)
-    if os.path.isdir(path):
-        path = os.path.join(path, "summary.json")
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"profile summary not found: {path} (run tools/profile_encoders.py first)")
-    with open(path, encoding="utf-8") as f:
-        summary = json.load(f)
-    encoders = summary.get("encoders", {})
-    if encoder is None:
-        encoder = (summary.get("recommendation") or {}).get("auxiliary")
-        if encoder is None:
-            raise ValueError(f"{path} has no recommendation; pass the auxiliary encoder's name explicitly")
-    if encoder not in encoders:
-        raise KeyError(f"encoder {encoder!r} is not in profile {path}; profiled: {', '.join(sorted(encoders))}")
-    return encoder, {int(s): float(v["EF"]["mean"]) for s, v in encoders[encoder].items()}
-
-
-def argmax_stride(scores: Mapping[int, float]) -> int:
-    """Stride with the highest score; ties go to the smallest stride (the reference's res2..res5 order)."""
-    return max(sorted(scores), key=lambda s: (scores[s], -s))
 
 
 class FusionBackbone(Encoder):

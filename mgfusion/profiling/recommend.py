@@ -1,58 +1,21 @@
-"""Metric-guided pairing (paper §3.3, SPEC §4): master = structure-strong, auxiliary = edge-strong, stride = argmax EF.
+"""Turn a :class:`~mgfusion.profiling.selection.Recommendation` into a Hydra backbone config (``recommended_fusion.yaml``).
 
-* master: the encoder with the highest SC, summarised as the mean over strides of its mean SC (SPEC §4 leaves the
-  summary open; the mean over strides is our choice, stated in the output).
-* auxiliary: among the others, the encoder with the highest peak EF (max over strides of its mean EF); with two
-  encoders this is simply "the other one".
-* stride: argmax over strides of the auxiliary's mean EF (ties to the smaller stride, as the reference code).
+The selection rules themselves live in :mod:`mgfusion.profiling.selection` (dependency-free).
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import asdict, dataclass
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from omegaconf import OmegaConf
 
-from mgfusion.backbones.fusion import argmax_stride
 from mgfusion.utils.io import atomic_write_text
 
-# {encoder: {stride: {metric: {"mean": float, ...}}}}
-Summary = Mapping[str, Mapping[int, Mapping[str, Mapping[str, float]]]]
+from .selection import Recommendation, recommend_pair
 
-
-@dataclass
-class Recommendation:
-    """The recommended fusion and the evidence for it."""
-
-    master: str
-    auxiliary: str
-    stride: int
-    master_sc: float
-    auxiliary_sc: float
-    auxiliary_ef: dict[int, float]
-    rule: str = ("master = highest mean-over-strides SC; auxiliary = highest peak EF among the others; "
-                 "stride = argmax of the auxiliary's EF")
-
-    def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["auxiliary_ef"] = {str(k): v for k, v in self.auxiliary_ef.items()}
-        return d
-
-
-def recommend_pair(summary: Summary) -> Recommendation:
-    """Choose master, auxiliary and injection stride from per-encoder, per-stride SC/EF means."""
-    if len(summary) < 2:
-        raise ValueError(f"a recommendation needs at least two profiled encoders, got {sorted(summary)}")
-    sc = {e: sum(v[s]["SC"]["mean"] for s in v) / len(v) for e, v in summary.items()}
-    master = max(sorted(sc), key=lambda e: sc[e])
-    others = [e for e in sorted(summary) if e != master]
-    peak_ef = {e: max(summary[e][s]["EF"]["mean"] for s in summary[e]) for e in others}
-    aux = max(others, key=lambda e: peak_ef[e])
-    ef = {int(s): float(summary[aux][s]["EF"]["mean"]) for s in summary[aux]}
-    return Recommendation(master=master, auxiliary=aux, stride=argmax_stride(ef), master_sc=sc[master],
-                          auxiliary_sc=sc[aux], auxiliary_ef=ef)
+__all__ = ["Recommendation", "fusion_config", "recommend_pair", "write_fusion_config"]
 
 
 def fusion_config(rec: Recommendation, *, weights: Mapping[str, str | None] | None = None,
@@ -79,7 +42,7 @@ def write_fusion_config(path: str | os.PathLike, rec: Recommendation, **kwargs: 
     """Write the recommended fusion as a Hydra YAML node, with the evidence in a header comment."""
     ef = ", ".join(f"OS{s}: {v:.2f}" for s, v in sorted(rec.auxiliary_ef.items()))
     header = (
-        "# Recommended by tools/profile_encoders.py (metric-guided pairing, paper 3.3 / SPEC 4).\n"
+        "# Recommended by tools/profile_encoders.py (metric-guided pairing, paper 3.3; rules: mgfusion/profiling/selection.py).\n"
         f"# master {rec.master} (mean SC {rec.master_sc:.3f}) + frozen auxiliary {rec.auxiliary} "
         f"(mean SC {rec.auxiliary_sc:.3f}),\n# injected at stride {rec.stride} = argmax of the auxiliary's EF ({ef}).\n"
         "# Use it: copy into configs/backbone/ and train with backbone=<file name>, or pass its values as overrides.\n"

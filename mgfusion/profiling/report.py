@@ -6,8 +6,9 @@ import csv
 import io
 import math
 import os
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -23,7 +24,7 @@ Summary = dict[str, dict[int, dict[str, dict[str, float]]]]
 
 def summarize(records: Iterable[Mapping[str, Any]], *, encoders: Sequence[str], image_ids: Sequence[str],
               variant: str) -> Summary:
-    """Dataset-level value per (encoder, stride, metric) over the images in ``image_ids`` (SPEC §4).
+    """Dataset-level value per (encoder, stride, metric) over the images in ``image_ids`` (docs/metrics.md).
 
     The reference variant reproduces the authors' aggregation (per-image rounding to 2 decimals, mean, rounded);
     the others report the plain mean. Every entry also carries the std and the image count.
@@ -54,15 +55,21 @@ def _fmt(entry: Mapping[str, float] | None, digits: int = 2, spread: bool = True
     return s
 
 
-def table5_markdown(summary: Summary, *, spread: bool = True) -> str:
-    """The paper's Table 5 layout: rows = encoders, columns = SC and EF at each output stride."""
+def table5_markdown(summary: Summary, *, spread: bool = True, weights: Mapping[str, str] | None = None) -> str:
+    """The paper's Table 5 layout: rows = encoders, columns = SC and EF at each output stride.
+
+    ``weights``: ``{encoder: description of its weights}``, listed below the table when given.
+    """
     strides = sorted({s for d in summary.values() for s in d})
     head = ["Encoder"] + [f"SC OS{s}" for s in strides] + [f"EF OS{s}" for s in strides]
     rows = []
     for enc, d in summary.items():
         rows.append([enc] + [_fmt(d.get(s, {}).get("SC"), 2, spread) for s in strides]
                     + [_fmt(d.get(s, {}).get("EF"), 2, spread) for s in strides])
-    return _markdown(head, rows)
+    text = _markdown(head, rows)
+    if weights:
+        text += "\nWeights:\n" + "".join(f"- {enc}: {weights.get(enc, '?')}\n" for enc in summary)
+    return text
 
 
 def components_markdown(summary: Summary) -> str:
@@ -94,20 +101,26 @@ def long_csv(summary: Summary) -> str:
     return buf.getvalue()
 
 
-def table5_csv(summary: Summary) -> str:
-    """CSV in the Table 5 layout (means only)."""
+def table5_csv(summary: Summary, weights: Mapping[str, str] | None = None) -> str:
+    """CSV in the Table 5 layout (means only); a last ``weights`` column when ``weights`` is given."""
     strides = sorted({s for d in summary.values() for s in d})
     buf = io.StringIO()
     w = csv.writer(buf)
-    w.writerow(["encoder"] + [f"SC_OS{s}" for s in strides] + [f"EF_OS{s}" for s in strides])
+    w.writerow(["encoder"] + [f"SC_OS{s}" for s in strides] + [f"EF_OS{s}" for s in strides]
+               + (["weights"] if weights else []))
     for enc, d in summary.items():
         w.writerow([enc] + [d.get(s, {}).get("SC", {}).get("mean") for s in strides]
-                   + [d.get(s, {}).get("EF", {}).get("mean") for s in strides])
+                   + [d.get(s, {}).get("EF", {}).get("mean") for s in strides]
+                   + ([weights.get(enc, "")] if weights else []))
     return buf.getvalue()
 
 
-def write_tables(out_dir: str | os.PathLike, summary: Summary) -> dict[str, Path]:
-    """Write table_sc_ef.{md,csv}, metrics_components.md and metrics_long.csv into ``out_dir``."""
+def write_tables(out_dir: str | os.PathLike, summary: Summary, weights: Mapping[str, str] | None = None
+                 ) -> dict[str, Path]:
+    """Write table_sc_ef.{md,csv}, metrics_components.md and metrics_long.csv into ``out_dir``.
+
+    ``weights``: ``{encoder: description of its weights}`` added to the SC/EF table.
+    """
     out = Path(out_dir)
     files = {
         "table_md": out / "table_sc_ef.md",
@@ -115,8 +128,8 @@ def write_tables(out_dir: str | os.PathLike, summary: Summary) -> dict[str, Path
         "components_md": out / "metrics_components.md",
         "long_csv": out / "metrics_long.csv",
     }
-    atomic_write_text(files["table_md"], table5_markdown(summary))
-    atomic_write_text(files["table_csv"], table5_csv(summary))
+    atomic_write_text(files["table_md"], table5_markdown(summary, weights=weights))
+    atomic_write_text(files["table_csv"], table5_csv(summary, weights))
     atomic_write_text(files["components_md"], components_markdown(summary))
     atomic_write_text(files["long_csv"], long_csv(summary))
     return files

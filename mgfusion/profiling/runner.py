@@ -1,355 +1,247 @@
-"""Profile encoders with the label-free SC/EF metrics over an image set (the paper's RQ2, Tables 5/9/11).
+"""Run a profile: wire the stages of :mod:`mgfusion.profiling` together (the paper's RQ2, Tables 5/9/11).
 
-Images stream in batches; each batch goes through every encoder once (frozen, no autograd) and the metrics of all
-four strides are computed per image and appended to ``per_image.jsonl``. A rerun with the same output folder skips
-finished (encoder, image) pairs. At the end the run folder gets the aggregate tables, plots, a recommended fusion
-config, the supervised SC_gt / Spearman report when labels exist, and a cost table.
+``Profiler(settings).run()``:
+
+1. imports ``settings.imports`` and installed ``mgfusion.plugins`` entry points (user encoders get registered);
+2. checks every setting that needs the registries (encoder names, metric variant and hyper-parameters) and the
+   weights of each encoder: a foundation encoder without weights is refused unless ``allow_random_init=true``
+   (mgfusion's ``*micro*`` smoke-test architectures, which have no released weights, are exempt);
+3. lists the images (:mod:`.sources`), builds the fingerprint (:mod:`.fingerprint`) and opens the run folder's
+   :class:`~.store.ResultStore` (lock, fingerprint check, resume index) -- all before any image is decoded;
+4. streams the unfinished images (:class:`~.loader.ImageStream`) through each encoder's
+   :class:`~.features.FeatureMetrics`, appending records per batch and saving :class:`~.pca.PCAMaps`;
+5. writes the report (:class:`~.outputs.ProfileReport`) with the cost table (:class:`~.cost.CostTable`).
+
+A run in which no image could be profiled writes the lists of failed / skipped images and raises
+:class:`ProfileError` (the tool exits non-zero).
 """
 
 from __future__ import annotations
 
-import json
-import logging
+import datetime as _dt
+import functools
 import os
-import time
-from dataclasses import dataclass, field
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
-import numpy as np
+import timm
 import torch
 from tqdm import tqdm
 
-from mgfusion.backbones import Encoder, FusionBackbone, build_encoder, list_encoders
-from mgfusion.metrics import compute_pyramid_metrics, list_variants, pca_map, sc_gt, spearman
+import mgfusion
+from mgfusion.backbones import get_encoder_factory, list_encoders
+from mgfusion.metrics import list_variants, resolve_config
 from mgfusion.utils.device import resolve_device
-from mgfusion.utils.io import atomic_write_text
+from mgfusion.utils.plugins import import_modules, load_entry_point_plugins
 
-from . import report
-from .cost import cost_row
-from .loader import make_loader
-from .recommend import recommend_pair, write_fusion_config
+from .cost import CostTable, cost_input_size
+from .features import FeatureMetrics, build_profiled_encoder
+from .fingerprint import build_fingerprint, images_identity, weights_identity
+from .loader import ImageStream
+from .outputs import ProfileReport
+from .pca import PCAMaps
+from .settings import ProfileConfigError, ProfileSettings
 from .sources import ImageRecord, resolve_source
 from .store import ResultStore
 
-logger = logging.getLogger(__name__)
+
+class ProfileError(RuntimeError):
+    """A profile that cannot produce any result (e.g. every image unreadable or skipped)."""
 
 
-@dataclass
-class ProfileSettings:
-    """Everything a profiling run needs (mirrors ``configs/tools/profile_encoders.yaml``)."""
-
-    encoders: Sequence[str]
-    output_dir: str
-    images: str | None = None
-    image_root: str | None = None
-    dataset: str | None = None
-    max_images: int | None = None
-    resolution: int | Sequence[int] | None = 512
-    max_size: int | None = 1024
-    batch_size: int = 4
-    num_workers: int = 2
-    device: str = "auto"
-    amp: bool = False
-    variant: str = "reference"
-    seed: int = 0
-    metric_hparams: Mapping[str, Any] = field(default_factory=dict)
-    weights: Mapping[str, str | None] = field(default_factory=dict)
-    encoder_overrides: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
-    projection_free: bool = False
-    num_pca_images: int = 4
-    supervised: bool = True
-    cost: bool = True
-    cost_repeats: int = 3
-    progress: bool = True
-
-    @classmethod
-    def from_mapping(cls, cfg: Mapping[str, Any]) -> "ProfileSettings":
-        known = {f for f in cls.__dataclass_fields__}
-        unknown = set(cfg) - known - {"hydra"}
-        if unknown:
-            raise ValueError(f"unknown profile settings {sorted(unknown)}; valid: {', '.join(sorted(known))}")
-        return cls(**{k: v for k, v in cfg.items() if k in known})
+def _registered_by_mgfusion(name: str) -> bool:
+    module = getattr(get_encoder_factory(name), "__module__", "") or ""
+    return module == "mgfusion" or module.startswith("mgfusion.")
 
 
-def validate(settings: ProfileSettings) -> None:
-    """Fail fast, before loading anything heavy: unknown encoders / variant, empty encoder list."""
-    if not settings.encoders:
-        raise ValueError("encoders=[...] is empty; give at least one registered encoder")
-    unknown = [e for e in settings.encoders if e not in list_encoders()]
+def needs_weights(name: str) -> bool:
+    """True for encoders that mgfusion registers with released checkpoints (all but the ``*micro*`` ones).
+
+    Encoders registered by a user's module or plugin are built as their factory builds them (the factory may load
+    weights itself), so the random-init rule is not applied to them; their weights are recorded as given.
+    """
+    return _registered_by_mgfusion(name) and "micro" not in name
+
+
+def check_registry_settings(s: ProfileSettings) -> None:
+    """Encoder names, metric variant and metric hyper-parameters (these need the registries)."""
+    unknown = [e for e in s.encoders if e not in list_encoders()]
     if unknown:
-        raise ValueError(f"unknown encoder(s) {unknown}; registered encoders: {', '.join(list_encoders())}")
-    if len(set(settings.encoders)) != len(settings.encoders):
-        raise ValueError(f"encoders contain duplicates: {list(settings.encoders)}")
-    if settings.variant not in list_variants():
-        raise ValueError(f"unknown metric variant {settings.variant!r}; valid: {', '.join(list_variants())}")
+        raise ProfileConfigError(f"unknown encoder(s) {unknown}; registered encoders: {', '.join(list_encoders())}"
+                                 ". A user encoder's module must be imported first: imports=[my_pkg.my_module]")
+    if s.variant not in list_variants():
+        raise ProfileConfigError(f"unknown metric variant {s.variant!r}; valid: {', '.join(list_variants())}")
+    try:
+        resolve_config(s.variant, dict(s.metric_hparams))
+    except ValueError as e:
+        raise ProfileConfigError(f"metric_hparams: {e}") from None
 
 
-def build_profiled_encoder(name: str, settings: ProfileSettings, device: torch.device) -> Encoder:
-    """Build a frozen encoder for profiling (weights and overrides from the settings)."""
-    kwargs: dict[str, Any] = dict(settings.encoder_overrides.get(name, {}))
-    if settings.weights.get(name):
-        kwargs["weights"] = settings.weights[name]
-    if settings.projection_free and name.startswith(("dinov", "samvit")):
-        kwargs.setdefault("neck", "raw")
-    torch.manual_seed(settings.seed)  # random-init necks/encoders are reproducible across runs and resumes
-    return build_encoder(name, freeze=True, **kwargs).to(device)
+def describe_weights(name: str, s: ProfileSettings) -> dict[str, Any]:
+    """``{"weights", "identity", "random_init", "description"}`` of encoder ``name``; applies the random-init rule."""
+    value = s.encoder_weights(name)
+    try:
+        identity = weights_identity(value)
+    except FileNotFoundError:
+        raise ProfileConfigError(f"weights.{name}={value}: file not found (relative paths are relative to the "
+                                 f"working directory {os.getcwd()})") from None
+    if value is None:
+        if not needs_weights(name) and not _registered_by_mgfusion(name):
+            return {"weights": None, "identity": identity, "random_init": None,
+                    "description": "no weights given: as built by its factory (a user or plugin encoder)"}
+        if not needs_weights(name):
+            why = f"random init, seed {s.seed} (smoke-test architecture without released weights)"
+        elif s.allow_random_init:
+            why = f"random init, seed {s.seed} (allow_random_init=true)"
+        else:
+            raise ProfileConfigError(
+                f"{name} would be profiled with random initialisation: no weights are given for it, and a "
+                f"random-init profile does not describe the pretrained encoder. Give weights.{name}=/path/to/"
+                "checkpoint, or add allow_random_init=true to profile the random-init architecture on purpose "
+                "(a control; the tables then say 'random init').")
+        return {"weights": None, "identity": identity, "random_init": True, "description": why}
+    if identity["kind"] == "hub":
+        return {"weights": value, "identity": identity, "random_init": False, "description": f"timm {value}"}
+    abs_path = str(Path(value).expanduser().resolve())
+    mtime = _dt.datetime.fromtimestamp(identity["mtime_ns"] / 1e9).astimezone().isoformat(timespec="seconds")
+    return {"weights": value, "path": abs_path, "identity": identity, "random_init": False,
+            "description": f"{value} ({identity['size'] / 1e6:.1f} MB, modified {mtime}, head/tail sha256 "
+                           f"{identity['head_tail_sha256'][:12]})"}
 
 
-def normalize(images: torch.Tensor, valid_hw: torch.Tensor, encoder: Encoder) -> torch.Tensor:
-    """(B,3,H,W) uint8 RGB -> normalized float with the encoder's stats; padding set to 0 (as detectron2 pads)."""
-    mean = torch.tensor(encoder.pixel_mean, device=images.device).view(1, 3, 1, 1)
-    std = torch.tensor(encoder.pixel_std, device=images.device).view(1, 3, 1, 1)
-    x = (images.float() - mean) / std
-    h, w = x.shape[-2:]
-    rows = torch.arange(h, device=x.device).view(1, h, 1) < valid_hw[:, 0].view(-1, 1, 1)
-    cols = torch.arange(w, device=x.device).view(1, 1, w) < valid_hw[:, 1].view(-1, 1, 1)
-    return x * (rows & cols).unsqueeze(1)
+def source_identity(s: ProfileSettings) -> dict[str, Any]:
+    """Where the images come from: a dataset name, or the absolute path of the folder / COCO JSON (+ image root)."""
+    if s.dataset:
+        return {"kind": "dataset", "name": s.dataset}
+    path = os.path.abspath(os.path.expanduser(str(s.images)))
+    if str(s.images).endswith(".json"):
+        root = os.path.abspath(os.path.expanduser(s.image_root)) if s.image_root else None
+        return {"kind": "coco_json", "path": path, "image_root": root}
+    return {"kind": "folder", "path": path}
+
+
+def _file_size(path: str) -> int | None:
+    try:
+        return os.path.getsize(path)
+    except OSError:
+        return None
 
 
 class Profiler:
-    """Runs a profile as described by :class:`ProfileSettings` (see module docstring)."""
+    """Runs a profile as described by :class:`ProfileSettings` (see the module docstring for the steps)."""
 
     def __init__(self, settings: ProfileSettings) -> None:
-        validate(settings)
         self.s = settings
-        self.out = Path(settings.output_dir)
-        self.out.mkdir(parents=True, exist_ok=True)
+        import_modules(settings.imports)
+        self.plugins = load_entry_point_plugins()
+        check_registry_settings(settings)
+        self.weights = {e: describe_weights(e, settings) for e in settings.encoders}
         self.device = resolve_device(settings.device)
         self.records: list[ImageRecord] = resolve_source(
             images=settings.images, dataset=settings.dataset, image_root=settings.image_root,
             max_images=settings.max_images)
-        self.store = ResultStore(self.out / "per_image.jsonl")
-        self.failures: dict[str, str] = {}
-        self.timing = {"encoder_s": 0.0, "metrics_s": 0.0, "images": 0}
-        self.pca_ids = [r.image_id for r in self.records[: settings.num_pca_images]]
+        self.out = Path(settings.output_dir)
+
+    def fingerprint(self) -> dict[str, Any]:
+        """This run's fingerprint (contents: :mod:`mgfusion.profiling.fingerprint`)."""
+        s = self.s
+        metric_cfg = resolve_config(s.variant, dict(s.metric_hparams))
+        encoders = {}
+        for e in s.encoders:
+            build = {k: v for k, v in (s.encoder_overrides.get(e) or {}).items() if k != "weights"}
+            encoders[e] = {"build": build, "weights": self.weights[e]["identity"]}
+        info = {"weights": {e: self.weights[e].get("path") or self.weights[e]["weights"] for e in s.encoders},
+                "batch_size": s.batch_size, "device": str(self.device), "torch": torch.__version__,
+                "timm": timm.__version__, "mgfusion": getattr(mgfusion, "__version__", None)}
+        return build_fingerprint(
+            metrics={"variant": s.variant, "config": asdict(metric_cfg), "seed": s.seed, "supervised": s.supervised},
+            inputs={"resolution": s.resolution, "max_size": s.max_size, "amp": s.amp,
+                    "projection_free": s.projection_free},
+            encoders=encoders,
+            images=images_identity(source_identity(s), [(r.image_id, _file_size(r.path)) for r in self.records]),
+            info=info)
 
     # ---- main loop -------------------------------------------------------------------------------------------
     def run(self) -> dict[str, Any]:
-        todo = [r for r in self.records
-                if any((e, r.image_id) not in self.store.done for e in self.s.encoders)]
-        skipped = len(self.records) - len(todo)
-        if skipped:
-            print(f"[profile] resuming in {self.out}: {skipped} finished images skipped, {len(todo)} to do")
-        encoders = {e: build_profiled_encoder(e, self.s, self.device) for e in self.s.encoders} if todo else {}
-        if todo:
-            self._stream(todo, encoders)
-        return self.finalize(encoders)
+        """Profile the unfinished images, then write the report; returns the ``summary.json`` payload."""
+        with ResultStore(self.out, self.fingerprint(), fresh=self.s.fresh) as store:
+            if store.superseded:
+                print(f"[profile] fresh=true: earlier results moved to {store.superseded}")
+            store.log_run({"argv": list(sys.argv), "pid": os.getpid(), "settings": asdict(self.s)})
+            todo = [r for r in self.records if any((e, r.image_id) not in store.done for e in self.s.encoders)]
+            skipped_done = len(self.records) - len(todo)
+            if skipped_done:
+                print(f"[profile] resuming in {self.out}: {skipped_done} finished images skipped, {len(todo)} to do")
+            stages: dict[str, FeatureMetrics] = {}
+            failures: dict[str, str] = {}
+            skipped: dict[str, str] = {}
+            pca = PCAMaps(self.out, [r.image_id for r in self.records[: self.s.num_pca_images]])
+            if todo:
+                stages = {e: FeatureMetrics(e, build_profiled_encoder(e, self.s, self.device), variant=self.s.variant,
+                                            metric_hparams=self.s.metric_hparams, seed=self.s.seed, amp=self.s.amp,
+                                            device=self.device) for e in self.s.encoders}
+                self._stream(todo, stages, store, pca, failures, skipped)
+            report = ProfileReport(self.out, encoders=self.s.encoders, variant=self.s.variant, weights=self.weights,
+                                   source=self._source_payload())
+            ids = [r.image_id for r in self.records if r.image_id not in failures and r.image_id not in skipped]
+            if not ids:
+                report.write_lists(failures, skipped)
+                raise ProfileError(
+                    f"no image could be profiled: of {len(self.records)} images, {len(failures)} were unreadable "
+                    f"(see {self.out / 'failed_images.txt'}) and {len(skipped)} too small or too elongated (see "
+                    f"{self.out / 'skipped_images.txt'}; thresholds min_image_side={self.s.min_image_side}, "
+                    f"max_aspect_ratio={self.s.max_aspect_ratio:g})")
+            cost = self._cost_table(stages) if self.s.cost else None
+            return report.write(store.records(), image_ids=ids, failures=failures, skipped=skipped,
+                                timing=self._timing(stages), pca_entries=pca.entries(self.s.encoders), cost=cost)
 
-    def _stream(self, todo: Sequence[ImageRecord], encoders: Mapping[str, Encoder]) -> None:
-        loader = make_loader(todo, batch_size=self.s.batch_size, resolution=self.s.resolution,
-                             max_size=self.s.max_size, num_workers=self.s.num_workers,
-                             load_labels=self.s.supervised)
-        bar = tqdm(total=len(todo), desc="profile", unit="img", disable=not self.s.progress, dynamic_ncols=True)
-        for batch in loader:
+    def _stream(self, todo: Sequence[ImageRecord], stages: Mapping[str, FeatureMetrics], store: ResultStore,
+                pca: PCAMaps, failures: dict[str, str], skipped: dict[str, str]) -> None:
+        stream = ImageStream(todo, batch_size=self.s.batch_size, resolution=self.s.resolution,
+                             max_size=self.s.max_size, num_workers=self.s.num_workers, load_labels=self.s.supervised,
+                             min_side=self.s.min_image_side, max_aspect=self.s.max_aspect_ratio)
+        bar = tqdm(total=len(stream), desc="profile", unit="img", disable=not self.s.progress, dynamic_ncols=True)
+        for batch in stream:
             for image_id, err in batch["errors"]:
-                self.failures[image_id] = err
+                failures[image_id] = err
                 tqdm.write(f"[profile] skipped unreadable image: {err}")
-            if batch["ids"]:
-                lines = []
-                for name, enc in encoders.items():
-                    lines += self._profile_batch(name, enc, batch)
-                self.store.append(lines)
-                self.timing["images"] += len(batch["ids"])
-            bar.update(len(batch["ids"]) + len(batch["errors"]))
-            bar.set_postfix(failed=len(self.failures))
+            for image_id, why in batch["skipped"]:
+                skipped[image_id] = why
+                tqdm.write(f"[profile] skipped image: {why}")
+            lines: list[dict[str, Any]] = []
+            for name, stage in stages.items():
+                keep = [i for i, iid in enumerate(batch["ids"]) if (name, iid) not in store.done]
+                if keep:
+                    encoded = stage(batch, keep)
+                    pca.save(name, encoded)
+                    lines += encoded.records
+            store.append(lines)
+            bar.update(len(batch["ids"]) + len(batch["errors"]) + len(batch["skipped"]))
+            bar.set_postfix(failed=len(failures), skipped=len(skipped))
         bar.close()
 
-    def _profile_batch(self, name: str, enc: Encoder, batch: Mapping[str, Any]) -> list[dict[str, Any]]:
-        keep = [i for i, iid in enumerate(batch["ids"]) if (name, iid) not in self.store.done]
-        if not keep:
-            return []
-        idx = torch.tensor(keep)
-        images = batch["images"][idx].to(self.device)
-        valid = batch["valid_hw"][idx].to(self.device)
-        ids = [batch["ids"][i] for i in keep]
-        t0 = time.perf_counter()
-        with torch.inference_mode(), torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.s.amp):
-            feats = enc(normalize(images, valid, enc))
-        feats = {s: f.float() for s, f in feats.items()}
-        self._sync()
-        t1 = time.perf_counter()
-        metrics = compute_pyramid_metrics(feats, images, variant=self.s.variant, valid_hw=valid, seed=self.s.seed,
-                                          **dict(self.s.metric_hparams))
-        supervised = self._supervised(feats, batch, idx, valid) if batch.get("sem") is not None else {}
-        self._sync()
-        self.timing["encoder_s"] += t1 - t0
-        self.timing["metrics_s"] += time.perf_counter() - t1
-        self._save_pca(name, ids, images, valid, feats)
-        out = []
-        for b, iid in enumerate(ids):
-            per_stride = {}
-            for s, m in metrics.items():
-                row = {k: _finite(v[b]) for k, v in m.items()}
-                if s in supervised:
-                    row["SC_gt"] = _finite(supervised[s][b])
-                per_stride[str(s)] = row
-            h, w = (int(v) for v in valid[b])
-            out.append({"encoder": name, "image_id": iid, "variant": self.s.variant, "size": [h, w],
-                        "metrics": per_stride})
-        return out
+    def _cost_table(self, stages: Mapping[str, FeatureMetrics]) -> Callable[[Mapping[str, Any] | None], list[dict]]:
+        """``recommendation -> cost rows`` over the run's encoders (built now if every image was already done)."""
+        encoders = {e: st.encoder for e, st in stages.items()} or {
+            e: build_profiled_encoder(e, self.s, self.device) for e in self.s.encoders}
+        table = CostTable(cost_input_size(self.s.resolution, self.s.max_size), self.device, repeats=self.s.cost_repeats)
+        return functools.partial(table.rows, encoders)
 
-    def _supervised(self, feats, batch, idx, valid) -> dict[int, torch.Tensor]:
-        """SC_gt per stride from the batch's label maps (void = -1)."""
-        sem = batch["sem"][idx].to(self.device)
-        inst = batch["inst"][idx].to(self.device)
-        return {s: sc_gt(f, stride=s, semantic=sem, instance=inst, ignore_label=-1, valid_hw=valid,
-                         seed=self.s.seed)["SC_gt"] for s, f in feats.items()}
+    def _timing(self, stages: Mapping[str, FeatureMetrics]) -> dict[str, Any]:
+        per = {e: dict(st.timing) for e, st in stages.items()}
+        return {"encoder_s": sum(t["encoder_s"] for t in per.values()),
+                "metrics_s": sum(t["metrics_s"] for t in per.values()),
+                "images": max((t["images"] for t in per.values()), default=0), "per_encoder": per}
 
-    def _sync(self) -> None:
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-
-    def _save_pca(self, name, ids, images, valid, feats) -> None:
-        for b, iid in enumerate(ids):
-            if iid not in self.pca_ids:
-                continue
-            h, w = (int(v) for v in valid[b])
-            maps = {}
-            for s, f in feats.items():
-                fh, fw = -(-h // s), -(-w // s)
-                maps[str(s)] = pca_map(f[b: b + 1, :, :fh, :fw])[0].cpu().numpy().astype(np.float16)
-            path = self.out / "pca" / name / f"{_safe(iid)}.npz"
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_name("." + path.name + ".tmp.npz")
-            np.savez_compressed(tmp, image=images[b, :, :h, :w].permute(1, 2, 0).cpu().numpy(), **maps)
-            os.replace(tmp, path)
-
-    # ---- reports ---------------------------------------------------------------------------------------------
-    def finalize(self, encoders: Mapping[str, Encoder]) -> dict[str, Any]:
-        ids = [r.image_id for r in self.records if r.image_id not in self.failures]
-        summary = report.summarize(self.store.records(), encoders=self.s.encoders, image_ids=ids,
-                                   variant=self.s.variant)
-        files = report.write_tables(self.out, summary)
-        report.plot_sc_ef(summary, self.out / "plots" / "sc_ef_vs_stride.png",
-                          title=f"{len(ids)} images, variant={self.s.variant}")
-        report.plot_pca_maps(self._pca_entries(), self.out / "plots" / "pca_maps.png")
-        payload: dict[str, Any] = {
-            "variant": self.s.variant,
-            "num_images": len(ids),
-            "failed_images": len(self.failures),
-            "encoders": {e: {str(s): m for s, m in d.items()} for e, d in summary.items()},
-            "timing": self.timing,
-            "source": {"images": self.s.images, "dataset": self.s.dataset, "max_images": self.s.max_images,
-                       "resolution": _plain(self.s.resolution)},
-        }
-        if len(summary) >= 2:
-            rec = recommend_pair(summary)
-            payload["recommendation"] = rec.to_dict()
-            write_fusion_config(self.out / "recommended_fusion.yaml", rec, weights=dict(self.s.weights))
-        rq4 = self._rq4(summary)
-        if rq4:
-            payload["supervised"] = rq4
-            atomic_write_text(self.out / "supervised_rq4.md", _rq4_markdown(rq4))
-        if self.s.cost:
-            payload["cost"] = self._cost(encoders, payload.get("recommendation"))
-            atomic_write_text(self.out / "cost.md", _markdown_rows(payload["cost"]))
-        if self.failures:
-            atomic_write_text(self.out / "failed_images.txt",
-                              "".join(f"{k}\t{v}\n" for k, v in sorted(self.failures.items())))
-        atomic_write_text(self.out / "summary.json", json.dumps(payload, indent=2, default=_plain) + "\n")
-        print(f"[profile] {len(ids)} images profiled, {len(self.failures)} unreadable skipped; results in {self.out}")
-        print(report.table5_markdown(summary, spread=False))
-        if "recommendation" in payload:
-            r = payload["recommendation"]
-            print(f"[profile] recommendation: master={r['master']} auxiliary={r['auxiliary']} stride={r['stride']} "
-                  f"-> {self.out / 'recommended_fusion.yaml'}")
-        payload["files"] = {k: str(v) for k, v in files.items()}
-        return payload
-
-    def _pca_entries(self) -> list[dict[str, Any]]:
-        entries = []
-        for iid in self.pca_ids:
-            for name in self.s.encoders:
-                path = self.out / "pca" / name / f"{_safe(iid)}.npz"
-                if path.exists():
-                    with np.load(path) as z:
-                        entries.append({"image_id": iid, "encoder": name, "image": z["image"],
-                                        "maps": {int(k): z[k].astype(np.float32) for k in z.files if k != "image"}})
-        return entries
-
-    def _rq4(self, summary) -> dict[str, Any] | None:
-        """SC vs SC_gt (SPEC §7, our reconstruction): means per encoder and stride, Spearman across encoders."""
-        pairs = {e: {s: (m["SC"]["mean"], m["SC_gt"]["mean"]) for s, m in d.items() if "SC_gt" in m}
-                 for e, d in summary.items()}
-        pairs = {e: v for e, v in pairs.items() if v}
-        if not pairs:
-            return None
-        per_encoder = {e: (float(np.mean([a for a, _ in v.values()])), float(np.mean([b for _, b in v.values()])))
-                       for e, v in pairs.items()}
-        out: dict[str, Any] = {"per_encoder": {e: {"SC": a, "SC_gt": b} for e, (a, b) in per_encoder.items()},
-                               "note": "SC_gt is mgfusion's reconstruction of the paper's supervised counterpart "
-                                       "(SPEC §7), not the authors' code."}
-        out["spearman_encoders"] = _spearman(list(per_encoder.values()))
-        out["spearman_encoder_stride"] = _spearman([ab for v in pairs.values() for ab in v.values()])
-        return out
-
-    def _cost(self, encoders: Mapping[str, Encoder], rec: Mapping[str, Any] | None) -> list[dict[str, Any]]:
-        h, w = _cost_input_size(self.s.resolution, self.s.max_size)
-        x = torch.randn(1, 3, h, w, device=self.device)
-        encs = dict(encoders) or {e: build_profiled_encoder(e, self.s, self.device) for e in self.s.encoders}
-        rows = [cost_row(name, enc, x, repeats=self.s.cost_repeats) for name, enc in encs.items()]
-        if rec:
-            fused = FusionBackbone(master=encs[rec["master"]], auxiliary=encs[rec["auxiliary"]],
-                                   inject={int(rec["stride"]): "replace"})
-            rows.append(cost_row(f"fused {rec['master']} + {rec['auxiliary']} @OS{rec['stride']}", fused, x,
-                                 repeats=self.s.cost_repeats))
-        return rows
-
-
-def _spearman(pairs: Sequence[tuple[float, float]]) -> dict[str, Any]:
-    """Spearman's rho of (metric, label score) pairs, or the reason it is undefined (n < 3, constant values)."""
-    try:
-        rho, p = spearman([a for a, _ in pairs], [b for _, b in pairs])
-    except ValueError as e:
-        return {"rho": None, "p": None, "n": len(pairs), "undefined": str(e)}
-    return {"rho": rho, "p": p, "n": len(pairs)}
-
-
-def _cost_input_size(resolution, max_size) -> tuple[int, int]:
-    if resolution is not None and not isinstance(resolution, int):
-        return int(resolution[0]), int(resolution[1])
-    side = int(resolution or max_size or 512)
-    return side, side
-
-
-def _finite(v: torch.Tensor) -> float | None:
-    v = float(v)
-    return v if np.isfinite(v) else None
-
-
-def _safe(image_id: str) -> str:
-    return "".join(c if c.isalnum() or c in "-_." else "_" for c in image_id)
-
-
-def _plain(v: Any) -> Any:
-    if isinstance(v, (list, tuple)):
-        return [_plain(x) for x in v]
-    if isinstance(v, (np.floating, np.integer)):
-        return v.item()
-    if isinstance(v, torch.Tensor):
-        return v.tolist()
-    return v
-
-
-def _markdown_rows(rows: Sequence[Mapping[str, Any]]) -> str:
-    from mgfusion.utils.bench import format_table
-
-    return format_table([{k: ("–" if v is None else v) for k, v in r.items()} for r in rows]) + "\n"
-
-
-def _rq4_markdown(rq4: Mapping[str, Any]) -> str:
-    lines = ["| Encoder | SC | SC_gt |", "|---|---|---|"]
-    for e, v in rq4["per_encoder"].items():
-        lines.append(f"| {e} | {v['SC']:.3f} | {v['SC_gt']:.3f} |")
-    for key in ("spearman_encoders", "spearman_encoder_stride"):
-        r = rq4[key]
-        if r["rho"] is None:
-            lines.append(f"\n{key}: undefined for n = {r['n']} ({r['undefined']})")
-        else:
-            lines.append(f"\n{key}: rho = {r['rho']:.3f}, p = {r['p']:.3g}, n = {r['n']}")
-    lines.append(f"\n{rq4['note']}")
-    return "\n".join(lines) + "\n"
+    def _source_payload(self) -> dict[str, Any]:
+        s = self.s
+        return {"images": s.images, "dataset": s.dataset, "image_root": s.image_root, "max_images": s.max_images,
+                "resolution": list(s.resolution) if isinstance(s.resolution, Sequence) else s.resolution,
+                "max_size": s.max_size, "seed": s.seed, "metric_hparams": dict(s.metric_hparams),
+                "plugins": self.plugins, "imports": list(s.imports)}
 
 
 def run_profile(cfg: Mapping[str, Any]) -> dict[str, Any]:

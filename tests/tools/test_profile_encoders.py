@@ -24,9 +24,9 @@ ENCODERS = ["dinov3_micro16", "sam2_hiera_micro"]
 
 
 def _settings(images, out, **kw):
-    base = dict(images=str(images) if images else None, encoders=ENCODERS, output_dir=str(out), resolution=[64, 96], batch_size=2,
-                num_workers=0, device="cpu", variant="reference", max_images=None, cost=True, cost_repeats=1,
-                progress=False)
+    base = {"images": str(images) if images else None, "encoders": ENCODERS, "output_dir": str(out),
+            "resolution": [64, 96], "batch_size": 2, "num_workers": 0, "device": "cpu", "variant": "reference",
+            "max_images": None, "cost": True, "cost_repeats": 1, "progress": False}
     base.update(kw)
     return base
 
@@ -79,7 +79,11 @@ def test_profile_outputs_tables_recommendation_and_failures(image_folder, tmp_pa
     assert models[:2] == ENCODERS and models[2].startswith("fused ")
     fused = on_disk["cost"][2]
     assert fused["params_M"] == pytest.approx(sum(c["params_M"] for c in on_disk["cost"][:2]), rel=1e-6)
-    assert all(c["images_per_s"] > 0 for c in on_disk["cost"])
+    assert all(c["images_per_s"] > 0 and c["GFLOPs"] > 0 for c in on_disk["cost"])
+    assert fused["GFLOPs"] == pytest.approx(sum(c["GFLOPs"] for c in on_disk["cost"][:2]), rel=1e-2)
+    # weights are recorded with the tables: these micro encoders are random init by design
+    assert [r["weights"] for r in rows] == ["random init, seed 0 (smoke-test architecture without released weights)"] * 2
+    assert on_disk["weights"]["dinov3_micro16"]["random_init"] is True and "Weights:" in md
     assert (out / "cost.md").exists()
 
 
@@ -122,6 +126,8 @@ def test_killed_run_resumes_without_recomputing(image_folder, tmp_path):
     log, _ = resumed.communicate(timeout=300)
     assert resumed.returncode == 0, log
     assert f"{done_before // 2} finished images skipped" in log
+    assert f"removed a stale lock {out / '.lock'} left by pid {proc.pid}" in log  # the killed run's lock
+    assert not (out / ".lock").exists()
     keys = [(json.loads(line)["encoder"], json.loads(line)["image_id"]) for line in jsonl.read_text().splitlines()]
     assert len(keys) == len(set(keys)) == 20, "no image recomputed, none missing"
 
@@ -148,12 +154,24 @@ def test_cli_overrides_compose(tmp_path):
     """The documented overrides (incl. dataset=NAME, which must not clash with the training config groups) parse."""
     from hydra import compose, initialize_config_dir
 
+    from mgfusion.profiling.cli import register_hydra_config
+
+    register_hydra_config()  # what the tool does before Hydra composes its config
     with initialize_config_dir(config_dir=str(REPO / "configs" / "tools"), version_base=None):
         cfg = compose("profile_encoders", overrides=[
-            "dataset=synthetic_val_panoptic", "encoders=[dinov3_micro16,sam2_hiera_micro]", f"output_dir={tmp_path}",
-            "max_images=3", "resolution=[64,96]", "device=cpu", "variant=corrected"])
+            "dataset=synthetic_val_panoptic", "encoders=[dinov3_vitb16,sam2_hiera_micro]", f"output_dir={tmp_path}",
+            "max_images=3", "resolution=[64,96]", "device=cpu", "variant=corrected",
+            # the README's syntax: new keys in the open maps
+            "weights.dinov3_vitb16=ckpt/dinov3_vitb16_pretrain_lvd1689m-73cec8be.pth",
+            "encoder_overrides.dinov3_vitb16.neck=raw", "metric_hparams.r1=1", "imports=[my_pkg.my_encoders]"])
     assert cfg.dataset == "synthetic_val_panoptic" and list(cfg.resolution) == [64, 96]
     assert cfg.variant == "corrected" and cfg.max_images == 3
+    assert cfg.weights == {"dinov3_vitb16": "ckpt/dinov3_vitb16_pretrain_lvd1689m-73cec8be.pth"}
+    assert cfg.encoder_overrides.dinov3_vitb16.neck == "raw" and cfg.metric_hparams.r1 == 1
+    assert list(cfg.imports) == ["my_pkg.my_encoders"]
+    with (pytest.raises(Exception, match="Could not override .max_imagse."),  # other keys stay closed: typos fail
+          initialize_config_dir(config_dir=str(REPO / "configs" / "tools"), version_base=None)):
+        compose("profile_encoders", overrides=["max_imagse=3"])
 
 
 def test_registered_dataset_with_panoptic_labels(tmp_path):

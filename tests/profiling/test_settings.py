@@ -1,0 +1,55 @@
+"""ProfileSettings validation: each bad value gets an error that names the key and the accepted forms."""
+
+from __future__ import annotations
+
+import pytest
+
+from mgfusion.profiling.settings import ProfileConfigError, ProfileSettings
+
+BASE = {"encoders": ["dinov3_micro16"], "output_dir": "out", "images": "imgs"}
+
+
+@pytest.mark.parametrize("key,value,match", [
+    ("max_images", 0, r"max_images=0 is invalid: give a positive number of images, or max_images=null"),
+    ("max_images", -3, r"max_images=-3 is invalid"),
+    ("max_images", True, r"max_images=True is invalid"),
+    ("resolution", -5, r"resolution=-5 is invalid; accepted forms: resolution=512 .*resolution=\[H,W\]"),
+    ("resolution", [0, 0], r"resolution=\[0,0\] is invalid; accepted forms"),
+    ("resolution", [64], r"resolution=\[64\] is invalid; accepted forms"),
+    ("resolution", [64, 64, 3], r"resolution=\[64,64,3\] is invalid"),
+    ("resolution", "big", r"resolution=big is invalid"),
+    ("max_size", 0, r"max_size=0 is invalid: expected an integer >= 1 or null"),
+    ("batch_size", 0, r"batch_size=0 is invalid"),
+    ("min_image_side", 0, r"min_image_side=0 is invalid"),
+    ("max_aspect_ratio", 0.5, r"max_aspect_ratio=0.5 is invalid: expected a number >= 1"),
+    ("encoders", [], r"encoders=\[\] is invalid: give a non-empty list"),
+    ("encoders", ["a", "a"], r"encoders contain duplicates"),
+    ("weights", {"dinov3_vitb61": "x.pth"}, r"weights\.dinov3_vitb61 names an encoder that is not profiled"),
+    ("imports", "my_mod", r"imports='my_mod' is invalid: give a list of module names"),
+    ("fresh", "yes", r"fresh='yes' is invalid: expected true or false"),
+])
+def test_invalid_values_name_the_key(key, value, match):
+    with pytest.raises(ProfileConfigError, match=match):
+        ProfileSettings.from_mapping({**BASE, key: value})
+
+
+def test_valid_forms_and_unknown_keys():
+    for res in (None, 512, [64, 96]):
+        assert ProfileSettings.from_mapping({**BASE, "resolution": res}).resolution == res
+    assert ProfileSettings.from_mapping({**BASE, "max_images": None}).max_images is None
+    with pytest.raises(ProfileConfigError, match=r"unknown profile settings \['max_imgs'\]"):
+        ProfileSettings.from_mapping({**BASE, "max_imgs": 3})
+    with pytest.raises(ProfileConfigError, match="weights.dinov3_micro16=a.pth and encoder_overrides.dinov3_micro16."
+                                                 "weights=b.pth disagree"):
+        ProfileSettings.from_mapping({**BASE, "weights": {"dinov3_micro16": "a.pth"},
+                                      "encoder_overrides": {"dinov3_micro16": {"weights": "b.pth"}}})
+
+
+def test_package_exports_resolve_lazily():
+    from mgfusion import profiling
+
+    assert sorted(profiling.__all__) == sorted(profiling._EXPORTS)
+    for name in profiling.__all__:
+        assert getattr(profiling, name) is not None
+    with pytest.raises(AttributeError, match="has no attribute 'Nope'"):
+        profiling.Nope  # noqa: B018
