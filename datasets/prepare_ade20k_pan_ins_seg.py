@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Write ADEChallengeData2016/ade20k_panoptic_{train,val}[.json] and ade20k_instance_{train,val}.json from the
 SceneParsing annotations plus the instance annotations (annotations_instance/, R = class, G = instance id);
-needed by ade20k_panoptic_* and ade20k_instance_* (datasets/README.md)."""
+needed by mgf_ade20k_panoptic_* and mgf_ade20k_instance_* (datasets/README.md)."""
 
 import os
 

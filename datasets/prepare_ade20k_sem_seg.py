@@ -1,6 +1,6 @@
 #!/usr/bin/env python
 """Write ADEChallengeData2016/annotations_detectron2/{training,validation} (class ids 0..149, 255 = "other") from
-the SceneParsing annotations; needed by ade20k_sem_seg_* and ade20k_panoptic_* (datasets/README.md)."""
+the SceneParsing annotations; needed by mgf_ade20k_sem_seg_* and mgf_ade20k_panoptic_* (datasets/README.md)."""
 
 import os
 

@@ -1,6 +1,6 @@
 #!/usr/bin/env python
 """Write cityscapes/gtFine/*/*/*_gtFine_labelTrainIds.png and gtFine/cityscapes_panoptic_{train,val}[.json] (with
-cityscapesscripts' createPanopticImgs); needed by cityscapes_fine_sem_seg_* and cityscapes_fine_panoptic_*."""
+cityscapesscripts' createPanopticImgs); needed by mgf_cityscapes_fine_sem_seg_* and mgf_cityscapes_fine_panoptic_*."""
 
 import os
 

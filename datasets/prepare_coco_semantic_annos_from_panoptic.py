@@ -1,6 +1,6 @@
 #!/usr/bin/env python
 """Write coco/panoptic_semseg_{train,val}2017/*.png (contiguous ids 0..132, things first, 255 = unlabeled) from the
-COCO panoptic annotations; needed by coco_2017_*_panoptic_with_sem_seg (datasets/README.md)."""
+COCO panoptic annotations; needed by mgf_coco_2017_*_panoptic_with_sem_seg (datasets/README.md)."""
 
 import os
 

@@ -1,33 +1,43 @@
 """Dataset registration, dataset mappers and the synthetic dataset.
 
+Importing this package has no side effects: nothing is registered until :func:`register_all` (or one family's
+``register_*``) is called; the engine and the tools call it through the dataset config's ``register`` node.
+
 Registration
 ------------
-``register_all(root=None)`` (run once at import with the default root; idempotent, call it again with another
-root) registers under ``root`` (default ``$DETECTRON2_DATASETS``, else ``./datasets``), in detectron2's layouts:
+``register_all(root=None, *, replace_builtin=False) -> list[str]`` registers every family under ``root`` (default
+``$DETECTRON2_DATASETS``, else ``./datasets``) in detectron2's layouts and returns the names. Every name starts
+with ``mgf_`` (:data:`PREFIX`) followed by the name detectron2 / Mask2Former use for the same data, so
+detectron2's built-in registrations (``coco_2017_val``, ``cityscapes_fine_*``, ``ade20k_sem_seg_*``, ...) and their
+metadata stay intact:
 
-* COCO 2017: ``coco_2017_{train,val}``, ``coco_2017_{train,val}_panoptic``,
-  ``coco_2017_{train,val}_panoptic_with_sem_seg`` (:mod:`.coco`)
-* Cityscapes: ``cityscapes_fine_{instance_seg,sem_seg,panoptic}_{train,val}`` (:mod:`.cityscapes`)
-* ADE20K: ``ade20k_{sem_seg,panoptic,instance}_{train,val}`` (:mod:`.ade20k`)
-* synthetic: ``synthetic_{train,val}[_sem_seg|_panoptic]`` generated on first load (:mod:`.synthetic`)
+* COCO 2017: ``mgf_coco_2017_{train,val}``, ``mgf_coco_2017_{train,val}_panoptic``,
+  ``mgf_coco_2017_{train,val}_panoptic_with_sem_seg`` (:mod:`.coco`)
+* Cityscapes: ``mgf_cityscapes_fine_{instance_seg,sem_seg,panoptic}_{train,val}`` (:mod:`.cityscapes`)
+* ADE20K: ``mgf_ade20k_{sem_seg,panoptic,instance}_{train,val}`` (:mod:`.ade20k`)
+* synthetic: ``mgf_synthetic_{train,val}[_sem_seg|_panoptic]``, generated on first load (:mod:`.synthetic`)
 
-Loading a name whose folder is missing raises :class:`DatasetNotFoundError` naming the expected path,
-``$DETECTRON2_DATASETS`` and ``datasets/README.md``. Metadata carries ``evaluator_type`` for
-:func:`mgfusion.evaluation.build_evaluator`.
+``replace_builtin=True`` also registers each of them under its unprefixed name, replacing detectron2's (or
+Mask2Former's) registration of that name. Loading a name whose folder is missing raises
+:class:`DatasetNotFoundError` naming the expected path, ``$DETECTRON2_DATASETS`` and ``datasets/README.md``.
+Metadata follows detectron2's conventions (``thing_classes``, ``stuff_classes``, colours,
+``thing_dataset_id_to_contiguous_id``, ``stuff_dataset_id_to_contiguous_id``, ``ignore_label``, ``label_divisor``
+for panoptic data) and carries ``evaluator_type`` for :func:`mgfusion.evaluation.build_evaluator`.
 
 Dataset config nodes (``configs/dataset/<name>.yaml``)
 ------------------------------------------------------
-::
+Each node composes a family base (``configs/dataset/base/<family>.yaml``: registration, augmentation, test
+size, ``num_queries``) and a task part (``configs/dataset/task/<task>.yaml``: task, mapper class, inference
+switches, evaluator tasks), then sets what is its own::
 
     name: cityscapes_instance          # the node's name
     task: instance                     # instance | semantic | panoptic
-    train: [cityscapes_fine_instance_seg_train]   # registered detectron2 dataset names
-    test: [cityscapes_fine_instance_seg_val]
+    train: [mgf_cityscapes_fine_instance_seg_train]   # registered detectron2 dataset names
+    test: [mgf_cityscapes_fine_instance_seg_val]
     num_classes: 8                     # classes the model predicts (contiguous ids 0..num_classes-1)
     ignore_label: 255
     inference: {semantic_on: false, instance_on: true, panoptic_on: false}
     num_queries: 100                   # paper: 100 Cityscapes / ADE20K, 200 COCO
-    size_divisibility: 32              # batch padding
     register: {_target_: mgfusion.data.register_all, root: null}
                                        # call instantiate(node.register) before using the names (idempotent)
     train_mapper: {_target_: mgfusion.data.InstanceTrainMapper, ...}   # instantiate -> callable(dict) -> dict
@@ -35,8 +45,13 @@ Dataset config nodes (``configs/dataset/<name>.yaml``)
     evaluator: {_target_: mgfusion.evaluation.build_evaluator, _partial_: true, tasks: [instance]}
                                        # call with dataset_name=..., output_dir=...
 
+The dataset decides what the model predicts: ``num_classes``, ``num_queries`` and the ``inference`` switches live
+in this node, and ``configs/train.yaml`` copies them into ``model`` (``model.num_queries: ${dataset.num_queries}``,
+...). Batch padding is the model's (``model.size_divisibility``); the dataset node has no such key.
+
 Mappers (:mod:`.mappers`): :class:`InstanceTrainMapper`, :class:`SemanticTrainMapper`,
-:class:`PanopticTrainMapper`, :class:`TestMapper`; outputs are described there.
+:class:`PanopticTrainMapper`, :class:`TestMapper` (registry :data:`TRAIN_MAPPERS` by task); outputs are
+described there. Tiny datasets in the real layouts for tests: :mod:`mgfusion.data.testing`.
 """
 
 from __future__ import annotations
@@ -44,26 +59,58 @@ from __future__ import annotations
 import os
 
 from .ade20k import register_ade20k
-from .augmentation import AugmentationConfig, ColorJitter, build_train_augmentations
-from .catalog import ENV_VAR, DatasetNotFoundError, datasets_root, register_dataset
+from .augmentation import (
+    AUGMENTATION_POLICIES,
+    AugmentationConfig,
+    ColorJitter,
+    build_train_augmentations,
+)
+from .catalog import (
+    ENV_VAR,
+    PREFIX,
+    DatasetNotFoundError,
+    DatasetRegistrationError,
+    alias_dataset,
+    datasets_root,
+    is_mgfusion_dataset,
+    mgf_name,
+    register_dataset,
+)
 from .cityscapes import register_cityscapes
 from .coco import register_coco
-from .mappers import TRAIN_MAPPERS, InstanceTrainMapper, PanopticTrainMapper, SemanticTrainMapper, TestMapper
-from .synthetic import SPLITS, SyntheticConfig, register_synthetic, synthetic_dataset_names
+from .mappers import (
+    TRAIN_MAPPERS,
+    InstanceTrainMapper,
+    PanopticTrainMapper,
+    SemanticTrainMapper,
+    TestMapper,
+)
+from .synthetic import (
+    SPLITS,
+    SyntheticConfig,
+    register_synthetic,
+    synthetic_dataset_names,
+)
 
 __all__ = [
+    "AUGMENTATION_POLICIES",
     "ENV_VAR",
+    "PREFIX",
+    "TRAIN_MAPPERS",
     "AugmentationConfig",
     "ColorJitter",
     "DatasetNotFoundError",
+    "DatasetRegistrationError",
     "InstanceTrainMapper",
     "PanopticTrainMapper",
     "SemanticTrainMapper",
     "SyntheticConfig",
-    "TRAIN_MAPPERS",
     "TestMapper",
+    "alias_dataset",
     "build_train_augmentations",
     "datasets_root",
+    "is_mgfusion_dataset",
+    "mgf_name",
     "register_ade20k",
     "register_all",
     "register_cityscapes",
@@ -73,19 +120,27 @@ __all__ = [
 ]
 
 
-def register_all(root: str | os.PathLike | None = None) -> list[str]:
+def register_all(root: str | os.PathLike | None = None, *, replace_builtin: bool = False) -> list[str]:
     """Register every dataset family under ``root`` (default ``$DETECTRON2_DATASETS``); returns the names.
 
-    Idempotent: a second call replaces the registrations (e.g. with a new root). Nothing is read or generated
-    until a dataset is loaded. The synthetic data goes to ``<root>/mgfusion_synthetic`` with default settings;
-    call :func:`register_synthetic` for other sizes.
+    Idempotent: a second call replaces mgfusion's registrations (e.g. with a new root). Nothing is read or
+    generated until a dataset is loaded. The synthetic data goes to ``<root>/mgfusion_synthetic`` with default
+    settings; call :func:`register_synthetic` for other sizes.
+
+    Args:
+        root: the datasets root (see :func:`datasets_root`).
+        replace_builtin: also register every dataset under its unprefixed name (``mgf_coco_2017_val`` as
+            ``coco_2017_val``), replacing detectron2's built-in registration of that name. Off by default:
+            detectron2's names and metadata are left as they are.
+    Returns:
+        The ``mgf_`` names (the unprefixed aliases are not listed).
     """
     base = datasets_root(root)
     names = register_coco(base) + register_cityscapes(base) + register_ade20k(base)
     register_synthetic(base / "mgfusion_synthetic")
     for split in SPLITS:
         names += list(synthetic_dataset_names(split).values())
+    if replace_builtin:
+        for name in names:
+            alias_dataset(name, name[len(PREFIX) :], replace=True)
     return names
-
-
-register_all()

@@ -1,9 +1,9 @@
 """ADE20K (SceneParsing 150) registration under ``$DETECTRON2_DATASETS/ADEChallengeData2016``.
 
-Names:
-    ``ade20k_sem_seg_{train,val}``   150 classes, labels in ``annotations_detectron2/`` (0-based, 255 = "other")
-    ``ade20k_panoptic_{train,val}``  150 categories (100 things, 50 stuff), ``ade20k_panoptic_{split}[.json]``
-    ``ade20k_instance_{train,val}``  the 100 thing classes, COCO json ``ade20k_instance_{split}.json``
+Names (``mgf_`` + detectron2's / Mask2Former's name; their own registrations stay untouched):
+    ``mgf_ade20k_sem_seg_{train,val}``   150 classes, labels in ``annotations_detectron2/`` (0-based, 255 = "other")
+    ``mgf_ade20k_panoptic_{train,val}``  150 categories (100 things, 50 stuff), ``ade20k_panoptic_{split}[.json]``
+    ``mgf_ade20k_instance_{train,val}``  the 100 thing classes, COCO json ``ade20k_instance_{split}.json``
 
 Derived files come from ``datasets/prepare_ade20k_sem_seg.py`` and ``datasets/prepare_ade20k_pan_ins_seg.py``.
 Category dataset ids are the 1-based SceneParsing class indices in all three.
@@ -14,13 +14,18 @@ from __future__ import annotations
 import functools
 import os
 
-from detectron2.data.datasets.coco import load_coco_json, load_sem_seg
+from detectron2.data.datasets.coco import load_sem_seg
 
-from .catalog import RequiredPath, datasets_root, register_dataset
-from .categories import ade20k_categories, instance_metadata, panoptic_metadata
-from .loaders import register_coco_panoptic
+from .catalog import RequiredPath, datasets_root, mgf_name, register_dataset
+from .categories import (
+    ade20k_categories,
+    instance_metadata,
+    panoptic_metadata,
+    semantic_metadata,
+)
+from .loaders import load_coco_instances, register_coco_panoptic
 
-__all__ = ["register_ade20k", "ADE20K_SEMSEG_SCRIPT", "ADE20K_PANOPTIC_SCRIPT", "ADE20K_SPLIT_DIRS"]
+__all__ = ["ADE20K_PANOPTIC_SCRIPT", "ADE20K_SEMSEG_SCRIPT", "ADE20K_SPLIT_DIRS", "register_ade20k"]
 
 ADE20K_SEMSEG_SCRIPT = "python datasets/prepare_ade20k_sem_seg.py"
 ADE20K_PANOPTIC_SCRIPT = "python datasets/prepare_ade20k_pan_ins_seg.py"
@@ -44,7 +49,9 @@ def register_ade20k(root: str | os.PathLike | None = None) -> list[str]:
     """Register the ADE20K names under ``root`` (default ``$DETECTRON2_DATASETS``); returns the names."""
     root_path = datasets_root(root)
     categories = ade20k_categories()
+    sem_meta = {**semantic_metadata(categories), "ignore_label": 255}
     pan_meta = panoptic_metadata(categories)
+    inst_meta = {**instance_metadata(categories), "ignore_label": 255}
     names = []
     for split in ADE20K_SPLIT_DIRS:
         paths = ade20k_split_paths(str(root_path), split)
@@ -53,38 +60,40 @@ def register_ade20k(root: str | os.PathLike | None = None) -> list[str]:
             paths["sem_seg_root"], "folder of 0-based semantic PNGs", f"create it with {ADE20K_SEMSEG_SCRIPT}"
         )
         panoptic_hint = f"create it with {ADE20K_PANOPTIC_SCRIPT}"
+        instances_json = RequiredPath(paths["json_file"], "instance annotation json", panoptic_hint)
 
-        name = f"ade20k_sem_seg_{split}"
+        name = mgf_name(f"ade20k_sem_seg_{split}")
         register_dataset(
             name,
             functools.partial(load_sem_seg, paths["sem_seg_root"], paths["image_root"], gt_ext="png", image_ext="jpg"),
-            {"stuff_classes": pan_meta["stuff_classes"], "stuff_colors": pan_meta["stuff_colors"],
-             "image_root": paths["image_root"], "sem_seg_root": paths["sem_seg_root"], "evaluator_type": "sem_seg",
-             "ignore_label": 255},
+            {**sem_meta, "image_root": paths["image_root"], "sem_seg_root": paths["sem_seg_root"],
+             "evaluator_type": "sem_seg"},
             root=root_path,
             required=[images, semantic],
         )  # fmt: skip
+        names.append(name)
 
+        name = mgf_name(f"ade20k_panoptic_{split}")
         register_coco_panoptic(
-            f"ade20k_panoptic_{split}",
+            name,
             paths,
             pan_meta,
             root=root_path,
             required=[
-                images, semantic,
+                images, semantic, instances_json,  # the instance json: instance AP of the panoptic model
                 RequiredPath(paths["panoptic_json"], "panoptic annotation json", panoptic_hint),
                 RequiredPath(paths["panoptic_root"], "folder of panoptic PNGs", panoptic_hint),
             ],
         )  # fmt: skip
+        names.append(name)
 
-        name = f"ade20k_instance_{split}"
+        name = mgf_name(f"ade20k_instance_{split}")
         register_dataset(
             name,
-            functools.partial(load_coco_json, paths["json_file"], paths["image_root"], name),
-            {**instance_metadata(categories), "image_root": paths["image_root"], "json_file": paths["json_file"],
-             "evaluator_type": "coco"},
+            functools.partial(load_coco_instances, paths["json_file"], paths["image_root"], inst_meta),
+            {**inst_meta, "image_root": paths["image_root"], "json_file": paths["json_file"], "evaluator_type": "coco"},
             root=root_path,
-            required=[images, RequiredPath(paths["json_file"], "instance annotation json", panoptic_hint)],
-        )  # fmt: skip
-        names += [f"ade20k_sem_seg_{split}", f"ade20k_panoptic_{split}", name]
+            required=[images, instances_json],
+        )
+        names.append(name)
     return names

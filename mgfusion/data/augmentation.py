@@ -1,6 +1,6 @@
-"""Training augmentations of the paper's protocol (SPEC §6), built from plain numbers.
+"""Training augmentations of the paper's protocol (docs/training.md), built from plain numbers.
 
-Policies (``AugmentationConfig.policy``):
+Policies (``AugmentationConfig.policy``, registry :data:`AUGMENTATION_POLICIES`):
 
 * ``scale_jitter`` (Cityscapes, ADE20K): resize the short side to one of ``base_size * s`` for
   ``s = min_scale, min_scale + scale_step, ..., max_scale`` (long side capped at ``max_size``), then a random
@@ -21,6 +21,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 from detectron2.data import transforms as T
+
+from mgfusion.utils.registry import Registry
 
 __all__ = [
     "AUGMENTATION_POLICIES",
@@ -119,8 +121,7 @@ class AugmentationConfig:
     ignore_label: int = 255
 
     def __post_init__(self) -> None:
-        if self.policy not in AUGMENTATION_POLICIES:
-            raise ValueError(f"Unknown augmentation policy '{self.policy}'; valid: {sorted(AUGMENTATION_POLICIES)}")
+        AUGMENTATION_POLICIES.get(self.policy)  # RegistryError (a ValueError) naming the valid policies
         if not 0 < self.min_scale <= self.max_scale:
             raise ValueError(f"need 0 < min_scale <= max_scale, got {self.min_scale} and {self.max_scale}")
         if self.scale_step <= 0:
@@ -147,6 +148,13 @@ def scale_jitter_short_sides(base_size: int, min_scale: float, max_scale: float,
     return [int(round(k * scale_step, 6) * base_size) for k in range(first, last + 1)]
 
 
+#: policy name -> ``fn(config, seg_pad_value) -> list of geometric augmentations``
+AUGMENTATION_POLICIES: Registry[Callable[[AugmentationConfig, int], list[T.Augmentation]]] = Registry(
+    "augmentation policy"
+)
+
+
+@AUGMENTATION_POLICIES.register("scale_jitter")
 def _scale_jitter(config: AugmentationConfig, seg_pad_value: int) -> list[T.Augmentation]:
     sizes = scale_jitter_short_sides(config.base_size, config.min_scale, config.max_scale, config.scale_step)
     augs: list[T.Augmentation] = [T.ResizeShortestEdge(sizes, config.max_size, sample_style="choice")]
@@ -159,6 +167,7 @@ def _scale_jitter(config: AugmentationConfig, seg_pad_value: int) -> list[T.Augm
     return augs
 
 
+@AUGMENTATION_POLICIES.register("lsj")
 def _large_scale_jitter(config: AugmentationConfig, seg_pad_value: int) -> list[T.Augmentation]:
     size = config.lsj_size
     return [
@@ -167,15 +176,9 @@ def _large_scale_jitter(config: AugmentationConfig, seg_pad_value: int) -> list[
     ]
 
 
+@AUGMENTATION_POLICIES.register("none")
 def _no_geometry(config: AugmentationConfig, seg_pad_value: int) -> list[T.Augmentation]:
     return []
-
-
-AUGMENTATION_POLICIES: dict[str, Callable[[AugmentationConfig, int], list[T.Augmentation]]] = {
-    "scale_jitter": _scale_jitter,
-    "lsj": _large_scale_jitter,
-    "none": _no_geometry,
-}
 
 
 def build_train_augmentations(config: AugmentationConfig, seg_pad_value: int) -> list[T.Augmentation]:
@@ -185,7 +188,7 @@ def build_train_augmentations(config: AugmentationConfig, seg_pad_value: int) ->
         seg_pad_value: value of padded label pixels (the ignore label for semantic maps, 0 for binary masks and
             panoptic id maps, where 0 is VOID).
     """
-    augs = AUGMENTATION_POLICIES[config.policy](config, seg_pad_value)
+    augs = AUGMENTATION_POLICIES.get(config.policy)(config, seg_pad_value)
     if config.color_jitter:
         augs.append(ColorJitter())
     if config.flip_prob > 0:

@@ -22,8 +22,9 @@ __all__ = [
     "ADE20K_INSTANCE_TO_SEMANTIC",
     "ade20k_categories",
     "distinct_colors",
-    "panoptic_metadata",
     "instance_metadata",
+    "panoptic_metadata",
+    "semantic_metadata",
 ]
 
 # The 100 classes of the ADE20K instance-segmentation challenge (SceneParsing "instanceInfo100"), in the order of
@@ -112,4 +113,17 @@ def instance_metadata(categories: Sequence[dict[str, Any]]) -> dict[str, Any]:
         "thing_classes": [c["name"] for c in things],
         "thing_colors": [list(c["color"]) for c in things],
         "thing_dataset_id_to_contiguous_id": {int(c["id"]): i for i, c in enumerate(things)},
+    }
+
+
+def semantic_metadata(categories: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Semantic-segmentation metadata: every category is a class, contiguous ids ``0..K-1`` in list order.
+
+    ``stuff_dataset_id_to_contiguous_id`` lets detectron2's ``SemSegEvaluator`` write dataset ids into its
+    prediction json.
+    """
+    return {
+        "stuff_classes": [c["name"] for c in categories],
+        "stuff_colors": [list(c["color"]) for c in categories],
+        "stuff_dataset_id_to_contiguous_id": {int(c["id"]): i for i, c in enumerate(categories)},
     }

@@ -1,10 +1,12 @@
 """Cityscapes (fine) registration under ``$DETECTRON2_DATASETS/cityscapes`` (detectron2's layout).
 
-Names:
-    ``cityscapes_fine_instance_seg_{train,val}``  8 thing classes; masks read from ``*_gtFine_instanceIds.png``
-                                                  (exact RLE masks, crowd groups kept with ``iscrowd=1``)
-    ``cityscapes_fine_sem_seg_{train,val}``       19 classes from ``*_gtFine_labelTrainIds.png``
-    ``cityscapes_fine_panoptic_{train,val}``      ``gtFine/cityscapes_panoptic_{split}[.json]``
+Names (``mgf_`` + detectron2's name; detectron2's own registrations stay untouched):
+    ``mgf_cityscapes_fine_instance_seg_{train,val}``  8 thing classes (contiguous 0..7 in label-id order); masks
+                                                      read from ``*_gtFine_instanceIds.png`` (exact RLE masks,
+                                                      crowd groups kept with ``iscrowd=1``)
+    ``mgf_cityscapes_fine_sem_seg_{train,val}``       19 classes (train ids) from ``*_gtFine_labelTrainIds.png``
+    ``mgf_cityscapes_fine_panoptic_{train,val}``      ``gtFine/cityscapes_panoptic_{split}[.json]``, contiguous
+                                                      ids = train ids (detectron2's panoptic metadata)
 
 The derived files (``labelTrainIds``, panoptic PNGs/json) come from ``python datasets/prepare_cityscapes.py``.
 Unlike detectron2's builtin instance loader, this one needs neither the polygon jsons nor ``shapely``.
@@ -17,20 +19,25 @@ import os
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
-import pycocotools.mask as mask_util
-from detectron2.data.datasets.builtin_meta import CITYSCAPES_CATEGORIES, _get_builtin_metadata
+from detectron2.data.datasets.builtin_meta import (
+    CITYSCAPES_CATEGORIES,
+    _get_builtin_metadata,
+)
 from detectron2.structures import BoxMode
 
-from .catalog import RequiredPath, datasets_root, register_dataset
-from .labelmaps import read_label_png
+from .catalog import RequiredPath, datasets_root, mgf_name, register_dataset
+from .labelmaps import mask_to_rle, read_label_png
 from .loaders import load_coco_panoptic
 
 __all__ = [
-    "register_cityscapes",
-    "load_cityscapes_instances",
-    "load_cityscapes_semantic",
-    "load_cityscapes_panoptic",
     "CITYSCAPES_SCRIPT",
+    "cityscapes_instance_metadata",
+    "cityscapes_panoptic_metadata",
+    "cityscapes_semantic_metadata",
+    "load_cityscapes_instances",
+    "load_cityscapes_panoptic",
+    "load_cityscapes_semantic",
+    "register_cityscapes",
 ]
 
 CITYSCAPES_SCRIPT = "python datasets/prepare_cityscapes.py"
@@ -61,11 +68,50 @@ def _list_images(image_dir: str, gt_dir: str, gt_suffix: str) -> list[tuple[str,
     return pairs
 
 
-def _instance_label_ids_to_contiguous() -> dict[int, int]:
-    from cityscapesscripts.helpers.labels import labels
+def _by_train_id() -> list[dict]:
+    return sorted(CITYSCAPES_CATEGORIES, key=lambda c: c["trainId"])
 
-    instance_labels = [lab for lab in labels if lab.hasInstances and not lab.ignoreInEval]
-    return {lab.id: i for i, lab in enumerate(instance_labels)}
+
+def cityscapes_instance_metadata() -> dict:
+    """Instance metadata: detectron2's ``cityscapes`` class lists plus colours and the label id -> contiguous id
+    map of the 8 thing classes (``{24: 0, 25: 1, ..., 33: 7}``, label-id order), which instance inference needs."""
+    things = sorted((c for c in CITYSCAPES_CATEGORIES if c["isthing"]), key=lambda c: c["id"])
+    return {
+        **_get_builtin_metadata("cityscapes"),
+        "thing_colors": [list(c["color"]) for c in things],
+        "stuff_colors": [list(c["color"]) for c in _by_train_id()],
+        "thing_dataset_id_to_contiguous_id": {c["id"]: i for i, c in enumerate(things)},
+        "ignore_label": 255,
+    }
+
+
+def cityscapes_semantic_metadata() -> dict:
+    """Semantic metadata: the 19 classes in train-id order, ``stuff_dataset_id_to_contiguous_id`` = label id ->
+    train id, ignore label 255."""
+    return {
+        **_get_builtin_metadata("cityscapes"),
+        "stuff_colors": [list(c["color"]) for c in _by_train_id()],
+        "stuff_dataset_id_to_contiguous_id": {c["id"]: c["trainId"] for c in _by_train_id()},
+        "ignore_label": 255,
+    }
+
+
+def cityscapes_panoptic_metadata() -> dict:
+    """detectron2's Cityscapes panoptic metadata: contiguous ids are train ids; class lists hold all 19 names;
+    thing and stuff maps (label id -> train id) are disjoint."""
+    categories = _by_train_id()
+    names = [c["name"] for c in categories]
+    colors = [list(c["color"]) for c in categories]
+    return {
+        "thing_classes": names,
+        "thing_colors": colors,
+        "stuff_classes": names,
+        "stuff_colors": colors,
+        "thing_dataset_id_to_contiguous_id": {c["id"]: c["trainId"] for c in categories if c["isthing"]},
+        "stuff_dataset_id_to_contiguous_id": {c["id"]: c["trainId"] for c in categories if not c["isthing"]},
+        "ignore_label": 255,
+        "label_divisor": 1000,
+    }
 
 
 def _instance_record(files: tuple[str, str], label_to_contiguous: dict[int, int]) -> dict:
@@ -78,12 +124,11 @@ def _instance_record(files: tuple[str, str], label_to_contiguous: dict[int, int]
             continue
         mask = ids == instance_id
         ys, xs = np.nonzero(mask)
-        rle = mask_util.encode(np.asfortranarray(mask.astype(np.uint8)))
         annotations.append(
             {
                 "iscrowd": int(instance_id < 1000),
                 "category_id": label_to_contiguous[label_id],
-                "segmentation": rle,
+                "segmentation": mask_to_rle(mask),
                 "bbox": [int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1],
                 "bbox_mode": BoxMode.XYXY_ABS,
             }
@@ -98,9 +143,11 @@ def _instance_record(files: tuple[str, str], label_to_contiguous: dict[int, int]
 
 
 def load_cityscapes_instances(image_dir: str, gt_dir: str, num_workers: int = 8) -> list[dict]:
-    """Instance dicts with RLE masks from ``*_gtFine_instanceIds.png`` (category ids contiguous 0..7)."""
+    """Instance dicts with RLE masks from ``*_gtFine_instanceIds.png`` (category ids contiguous 0..7, as in
+    :func:`cityscapes_instance_metadata`)."""
     files = _list_images(image_dir, gt_dir, "instanceIds")
-    record = functools.partial(_instance_record, label_to_contiguous=_instance_label_ids_to_contiguous())
+    label_to_contiguous = cityscapes_instance_metadata()["thing_dataset_id_to_contiguous_id"]
+    record = functools.partial(_instance_record, label_to_contiguous=label_to_contiguous)
     workers = max(1, min(num_workers, os.cpu_count() or 1, len(files)))
     if workers == 1:
         return [record(f) for f in files]
@@ -137,62 +184,46 @@ def load_cityscapes_panoptic(
     )
 
 
-def _panoptic_metadata() -> dict:
-    """detectron2's Cityscapes panoptic metadata: contiguous ids are train ids; class lists hold all 19 names."""
-    names = [c["name"] for c in CITYSCAPES_CATEGORIES]
-    colors = [list(c["color"]) for c in CITYSCAPES_CATEGORIES]
-    return {
-        "thing_classes": names,
-        "thing_colors": colors,
-        "stuff_classes": names,
-        "stuff_colors": colors,
-        "thing_dataset_id_to_contiguous_id": {c["id"]: c["trainId"] for c in CITYSCAPES_CATEGORIES if c["isthing"]},
-        "stuff_dataset_id_to_contiguous_id": {c["id"]: c["trainId"] for c in CITYSCAPES_CATEGORIES if not c["isthing"]},
-    }
-
-
 def register_cityscapes(root: str | os.PathLike | None = None) -> list[str]:
     """Register the Cityscapes fine names under ``root`` (default ``$DETECTRON2_DATASETS``); returns the names."""
     root_path = datasets_root(root)
-    meta = _get_builtin_metadata("cityscapes")
+    hint = f"create it with {CITYSCAPES_SCRIPT}"
     names = []
     for split in _SPLITS:
         image_dir = os.path.join(root_path, "cityscapes", "leftImg8bit", split)
         gt_dir = os.path.join(root_path, "cityscapes", "gtFine", split)
         folders = [RequiredPath(image_dir, f"{split} images (leftImg8bit)"), RequiredPath(gt_dir, "gtFine labels")]
+        folder_meta = {"image_dir": image_dir, "gt_dir": gt_dir}
 
-        name = f"cityscapes_fine_instance_seg_{split}"
+        name = mgf_name(f"cityscapes_fine_instance_seg_{split}")
         register_dataset(
             name,
             functools.partial(load_cityscapes_instances, image_dir, gt_dir),
-            {**meta, "image_dir": image_dir, "gt_dir": gt_dir, "evaluator_type": "cityscapes_instance"},
+            {**cityscapes_instance_metadata(), **folder_meta, "evaluator_type": "cityscapes_instance"},
             root=root_path,
             required=folders,
         )
         names.append(name)
 
-        name = f"cityscapes_fine_sem_seg_{split}"
+        name = mgf_name(f"cityscapes_fine_sem_seg_{split}")
         register_dataset(
             name,
             functools.partial(load_cityscapes_semantic, image_dir, gt_dir),
-            {**meta, "image_dir": image_dir, "gt_dir": gt_dir, "evaluator_type": "cityscapes_sem_seg",
-             "ignore_label": 255},
+            {**cityscapes_semantic_metadata(), **folder_meta, "evaluator_type": "cityscapes_sem_seg"},
             root=root_path,
             required=folders,
-        )  # fmt: skip
+        )
         names.append(name)
 
         panoptic_root = os.path.join(root_path, "cityscapes", "gtFine", f"cityscapes_panoptic_{split}")
         panoptic_json = f"{panoptic_root}.json"
-        pan_meta = _panoptic_metadata()
-        name = f"cityscapes_fine_panoptic_{split}"
-        hint = f"create it with {CITYSCAPES_SCRIPT}"
+        pan_meta = cityscapes_panoptic_metadata()
+        name = mgf_name(f"cityscapes_fine_panoptic_{split}")
         register_dataset(
             name,
             functools.partial(load_cityscapes_panoptic, image_dir, gt_dir, panoptic_root, panoptic_json, pan_meta),
             {**pan_meta, "image_root": image_dir, "panoptic_root": panoptic_root, "panoptic_json": panoptic_json,
-             "gt_dir": gt_dir, "evaluator_type": "cityscapes_panoptic_seg", "ignore_label": 255,
-             "label_divisor": 1000},
+             "gt_dir": gt_dir, "evaluator_type": "cityscapes_panoptic_seg"},
             root=root_path,
             required=[*folders, RequiredPath(panoptic_json, "panoptic annotation json", hint),
                       RequiredPath(panoptic_root, "folder of panoptic PNGs", hint)],

@@ -1,11 +1,11 @@
 """COCO 2017 instance and panoptic registration under ``$DETECTRON2_DATASETS/coco`` (detectron2's layout).
 
-Names:
-    ``coco_2017_{train,val}``                        instances (detectron2 builtin, re-registered with checks)
-    ``coco_2017_{train,val}_panoptic``               panoptic, detectron2's "standard" metadata (checked)
-    ``coco_2017_{train,val}_panoptic_with_sem_seg``  panoptic + semantic PNGs ``coco/panoptic_semseg_{split}2017``
-                                                     (made by ``datasets/prepare_coco_semantic_annos_from_panoptic.py``),
-                                                     Mask2Former-style metadata (133 contiguous classes, things first)
+Names (``mgf_`` + detectron2's / Mask2Former's name; detectron2's own registrations stay untouched):
+    ``mgf_coco_2017_{train,val}``                        instances, detectron2's ``coco`` metadata (80 things)
+    ``mgf_coco_2017_{train,val}_panoptic``               panoptic, detectron2's "standard" panoptic metadata
+    ``mgf_coco_2017_{train,val}_panoptic_with_sem_seg``  panoptic + semantic PNGs ``coco/panoptic_semseg_{split}2017``
+                                                         (made by ``datasets/prepare_coco_semantic_annos_from_panoptic.py``),
+                                                         Mask2Former's metadata (133 contiguous classes, things first)
 """
 
 from __future__ import annotations
@@ -14,14 +14,12 @@ import functools
 import os
 
 from detectron2.data.datasets.builtin_meta import COCO_CATEGORIES, _get_builtin_metadata
-from detectron2.data.datasets.coco import load_coco_json
-from detectron2.data.datasets.coco_panoptic import load_coco_panoptic_json
 
-from .catalog import RequiredPath, datasets_root, register_dataset
+from .catalog import RequiredPath, datasets_root, mgf_name, register_dataset
 from .categories import panoptic_metadata
-from .loaders import register_coco_panoptic
+from .loaders import load_coco_instances, load_coco_panoptic, register_coco_panoptic
 
-__all__ = ["register_coco", "COCO_SEMSEG_SCRIPT"]
+__all__ = ["COCO_SEMSEG_SCRIPT", "register_coco"]
 
 COCO_SEMSEG_SCRIPT = "python datasets/prepare_coco_semantic_annos_from_panoptic.py"
 _SPLITS = ("train", "val")
@@ -41,6 +39,8 @@ def _split_paths(root: str, split: str) -> dict[str, str]:
 def register_coco(root: str | os.PathLike | None = None) -> list[str]:
     """Register the COCO 2017 names under ``root`` (default ``$DETECTRON2_DATASETS``); returns the names."""
     root_path = datasets_root(root)
+    instance_meta = {**_get_builtin_metadata("coco"), "ignore_label": 255}
+    standard_meta = _get_builtin_metadata("coco_panoptic_standard")
     names = []
     for split in _SPLITS:
         paths = _split_paths(str(root_path), split)
@@ -51,22 +51,20 @@ def register_coco(root: str | os.PathLike | None = None) -> list[str]:
             RequiredPath(paths["panoptic_root"], "folder of panoptic PNGs"),
         ]
 
-        name = f"coco_2017_{split}"
+        name = mgf_name(f"coco_2017_{split}")
         register_dataset(
             name,
-            functools.partial(load_coco_json, paths["json_file"], paths["image_root"], name),
-            {**_get_builtin_metadata("coco"), "image_root": paths["image_root"], "json_file": paths["json_file"],
+            functools.partial(load_coco_instances, paths["json_file"], paths["image_root"], instance_meta),
+            {**instance_meta, "image_root": paths["image_root"], "json_file": paths["json_file"],
              "evaluator_type": "coco"},
             root=root_path,
             required=[images, instances_json],
         )  # fmt: skip
 
-        standard_meta = _get_builtin_metadata("coco_panoptic_standard")
         register_dataset(
             f"{name}_panoptic",
             functools.partial(
-                load_coco_panoptic_json, paths["panoptic_json"], paths["image_root"], paths["panoptic_root"],
-                standard_meta,
+                load_coco_panoptic, paths["panoptic_json"], paths["image_root"], paths["panoptic_root"], standard_meta
             ),
             {**standard_meta, "image_root": paths["image_root"], "panoptic_root": paths["panoptic_root"],
              "panoptic_json": paths["panoptic_json"], "json_file": paths["json_file"],
@@ -81,7 +79,7 @@ def register_coco(root: str | os.PathLike | None = None) -> list[str]:
             panoptic_metadata(COCO_CATEGORIES),
             root=root_path,
             required=[
-                images, *panoptic,
+                images, *panoptic, instances_json,  # the instance json: instance AP of the panoptic model
                 RequiredPath(paths["sem_seg_root"], "folder of semantic PNGs", f"create it with {COCO_SEMSEG_SCRIPT}"),
             ],
         )  # fmt: skip

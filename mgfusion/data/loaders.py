@@ -1,17 +1,32 @@
-"""Loaders that turn COCO-panoptic style annotation files into detectron2 dataset dicts."""
+"""Loaders that turn COCO instance and COCO-panoptic annotation files into detectron2 dataset dicts.
+
+The category ids of a file are mapped through the registered metadata (never re-derived from the file), so a
+file whose categories differ from the metadata is an error naming the file, not a silently different class list.
+"""
 
 from __future__ import annotations
 
 import functools
 import json
 import os
+import uuid
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from detectron2.data import MetadataCatalog
+from detectron2.data.datasets.coco import load_coco_json
+
 from .catalog import RequiredPath, register_dataset
 
-__all__ = ["load_coco_panoptic", "load_semantic_from_panoptic_json", "register_coco_panoptic"]
+__all__ = [
+    "check_categories",
+    "load_coco_instances",
+    "load_coco_panoptic",
+    "load_semantic_from_panoptic_json",
+    "panoptic_category_names",
+    "register_coco_panoptic",
+]
 
 
 def _read_json(path: str) -> dict[str, Any]:
@@ -21,6 +36,87 @@ def _read_json(path: str) -> dict[str, Any]:
 
 def _label_file(folder: str, file_name: str) -> str:
     return os.path.join(folder, os.path.splitext(file_name)[0] + ".png")
+
+
+def check_categories(json_file: str, found: Mapping[int, str], expected: Mapping[int, str]) -> None:
+    """Raise ``ValueError`` naming ``json_file`` unless its categories ``found`` (id -> name) are exactly
+    ``expected``.
+
+    The model's class count, the evaluators' class lists and the contiguous ids all come from the registered
+    metadata, so an annotation file with other (or fewer) categories cannot be used under that name.
+    """
+    found = {int(k): str(v) for k, v in found.items()}
+    expected = {int(k): str(v) for k, v in expected.items()}
+    if found == expected:
+        return
+    missing = sorted(set(expected) - set(found))
+    extra = sorted(set(found) - set(expected))
+    renamed = {i: (found[i], expected[i]) for i in sorted(set(found) & set(expected)) if found[i] != expected[i]}
+    details = []
+    if missing:
+        details.append(f"missing category ids {missing[:10]}{' ...' if len(missing) > 10 else ''}")
+    if extra:
+        details.append(f"unexpected category ids {extra[:10]}{' ...' if len(extra) > 10 else ''}")
+    if renamed:
+        first = list(renamed.items())[:5]
+        details.append("different names (file vs expected): " + ", ".join(f"{i}: {a!r} vs {b!r}" for i, (a, b) in first))
+    raise ValueError(
+        f"The categories of '{json_file}' do not match the dataset's metadata ({len(found)} in the file, "
+        f"{len(expected)} expected): {'; '.join(details)}. The file must list all {len(expected)} categories with "
+        f"the ids and names of the original dataset (see datasets/README.md); register a dataset of your own for "
+        f"another class list."
+    )
+
+
+def panoptic_category_names(metadata: Mapping[str, Any]) -> dict[int, str]:
+    """Dataset id -> name of every category of panoptic ``metadata`` (Mask2Former's convention, where
+    ``stuff_classes`` lists all categories, or detectron2's, where stuff and thing maps are disjoint and
+    ``thing_classes`` lists all categories)."""
+    names = {int(d): metadata["stuff_classes"][c] for d, c in metadata["stuff_dataset_id_to_contiguous_id"].items()}
+    for d, c in metadata["thing_dataset_id_to_contiguous_id"].items():
+        if int(d) not in names:
+            names[int(d)] = metadata["thing_classes"][c]
+    return names
+
+
+def load_coco_instances(json_file: str, image_root: str, metadata: Mapping[str, Any]) -> list[dict]:
+    """Dataset dicts of a COCO instance json with category ids mapped by ``thing_dataset_id_to_contiguous_id``.
+
+    detectron2's ``load_coco_json(json_file, image_root, dataset_name)`` writes the file's class list into the
+    dataset's metadata (which collides with a registered metadata that differs). Here the file is parsed under a
+    scratch metadata entry, its categories must equal the registered things (:func:`check_categories`), and the
+    category ids are mapped to the registered contiguous ids.
+
+    Returns:
+        ``[{file_name, image_id, height, width, annotations: [{category_id (contiguous), bbox, bbox_mode,
+        segmentation, iscrowd}, ...]}, ...]``
+    """
+    id_map = {int(k): int(v) for k, v in metadata["thing_dataset_id_to_contiguous_id"].items()}
+    classes = list(metadata["thing_classes"])
+    if sorted(id_map.values()) != list(range(len(classes))):
+        raise ValueError(
+            f"instance metadata needs contiguous thing ids 0..{len(classes) - 1} (one per thing class), "
+            f"got {sorted(id_map.values())[:10]}..."
+        )
+    scratch = f"__mgfusion_coco_scratch_{uuid.uuid4().hex}"  # "coco": no warning about non-1..N ids
+    try:
+        dicts = load_coco_json(json_file, image_root, dataset_name=scratch)
+        parsed = MetadataCatalog.get(scratch)
+        file_classes, file_map = list(parsed.thing_classes), dict(parsed.thing_dataset_id_to_contiguous_id)
+    finally:
+        MetadataCatalog.remove(scratch)
+    check_categories(
+        json_file,
+        {dataset_id: file_classes[i] for dataset_id, i in file_map.items()},
+        {dataset_id: classes[i] for dataset_id, i in id_map.items()},
+    )
+    to_registered = {file_map[dataset_id]: id_map[dataset_id] for dataset_id in id_map}
+    for record in dicts:
+        for ann in record["annotations"]:
+            ann["category_id"] = to_registered[ann["category_id"]]
+    if not dicts:
+        raise ValueError(f"No images in instance json '{json_file}'.")
+    return dicts
 
 
 def load_coco_panoptic(
@@ -52,6 +148,8 @@ def load_coco_panoptic(
     images = {img["id"]: img for img in content["images"]}
     thing_map = metadata["thing_dataset_id_to_contiguous_id"]
     stuff_map = metadata["stuff_dataset_id_to_contiguous_id"]
+    found = {c["id"]: c["name"] for c in content["categories"]}
+    check_categories(panoptic_json, found, panoptic_category_names(metadata))
     dicts = []
     for ann in content["annotations"]:
         image = images[ann["image_id"]]

@@ -19,16 +19,23 @@ import torch
 from detectron2.data import detection_utils as utils
 from detectron2.data import transforms as T
 
+from mgfusion.utils.registry import Registry
+
 from .augmentation import AugmentationConfig, build_train_augmentations
 from .labelmaps import read_label_png, rgb_to_id
-from .targets import instance_targets, panoptic_targets, semantic_targets, transform_label_map
+from .targets import (
+    instance_targets,
+    panoptic_targets,
+    semantic_targets,
+    transform_label_map,
+)
 
 __all__ = [
-    "InstanceTrainMapper",
-    "SemanticTrainMapper",
-    "PanopticTrainMapper",
-    "TestMapper",
     "TRAIN_MAPPERS",
+    "InstanceTrainMapper",
+    "PanopticTrainMapper",
+    "SemanticTrainMapper",
+    "TestMapper",
 ]
 
 
@@ -171,11 +178,10 @@ class PanopticTrainMapper(_TrainMapper):
         return {"sem_seg": torch.from_numpy(sem_seg), "instances": instances}
 
 
-TRAIN_MAPPERS: dict[str, type[_TrainMapper]] = {
-    "instance": InstanceTrainMapper,
-    "semantic": SemanticTrainMapper,
-    "panoptic": PanopticTrainMapper,
-}
+#: the training mapper class of each task (``TRAIN_MAPPERS.get(task)``)
+TRAIN_MAPPERS: Registry[type[_TrainMapper]] = Registry("train mapper")
+for _mapper in (InstanceTrainMapper, SemanticTrainMapper, PanopticTrainMapper):
+    TRAIN_MAPPERS.register(_mapper.task, _mapper)
 
 
 class TestMapper:

@@ -10,7 +10,8 @@
   then the panoptic PNGs + json with cityscapesscripts' ``createPanopticImgs`` (category ids = label ids).
 
 Every function walks files in sorted order, is deterministic, processes images in parallel with ``workers``
-processes (1 = in this process) and writes each output file atomically (temporary name, then rename).
+processes (1 = in this process) and writes each output file atomically (:mod:`mgfusion.utils.io`: temporary file,
+fsync, rename), so a killed run leaves no half-written file.
 """
 
 from __future__ import annotations
@@ -26,17 +27,25 @@ from concurrent.futures import ProcessPoolExecutor
 from typing import Any, TypeVar
 
 import numpy as np
-import pycocotools.mask as mask_util
-from PIL import Image
 from tqdm import tqdm
 
+from mgfusion.utils.io import atomic_write_text
+
 from .categories import ADE20K_INSTANCE_TO_SEMANTIC, ade20k_categories
-from .labelmaps import id_to_rgb, lookup_segment_labels, read_label_png, rgb_to_id, write_label_png
+from .labelmaps import (
+    id_to_rgb,
+    lookup_segment_labels,
+    mask_bbox_xywh,
+    mask_to_rle,
+    read_label_png,
+    rgb_to_id,
+    write_label_png,
+)
 
 __all__ = [
-    "prepare_cityscapes",
-    "prepare_ade20k_semantic",
     "prepare_ade20k_panoptic_and_instance",
+    "prepare_ade20k_semantic",
+    "prepare_cityscapes",
     "prepare_coco_semantic_from_panoptic",
 ]
 
@@ -51,20 +60,8 @@ def _parallel_map(fn: Callable[[T], R], items: Sequence[T], workers: int, desc: 
         return list(tqdm(pool.map(fn, items, chunksize=16), total=len(items), desc=desc, leave=False))
 
 
-def _atomic_save_png(path: str, array: np.ndarray) -> None:
-    tmp = f"{path}.tmp-{os.getpid()}.png"
-    if array.ndim == 2:
-        write_label_png(tmp, array)
-    else:
-        Image.fromarray(array).save(tmp)
-    os.replace(tmp, path)
-
-
-def _atomic_write_json(path: str, content: dict[str, Any]) -> None:
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(content, f)
-    os.replace(tmp, path)
+def _write_json(path: str, content: dict[str, Any]) -> None:
+    atomic_write_text(path, json.dumps(content))
 
 
 def _pngs(folder: str) -> list[str]:
@@ -79,13 +76,16 @@ def _pngs(folder: str) -> list[str]:
 
 def _ade_semantic_one(name: str, src: str, dst: str) -> None:
     raw = read_label_png(os.path.join(src, name)).astype(np.int64)
-    _atomic_save_png(os.path.join(dst, name), np.where(raw == 0, 255, raw - 1))
+    write_label_png(os.path.join(dst, name), np.where(raw == 0, 255, raw - 1))
 
 
-def prepare_ade20k_semantic(ade_root: str, workers: int = 1) -> list[str]:
+_ADE20K_FOLDERS = {"train": "training", "val": "validation"}
+
+
+def prepare_ade20k_semantic(ade_root: str, workers: int = 1, splits: Sequence[str] = ("train", "val")) -> list[str]:
     """Write ``annotations_detectron2/{training,validation}`` from ``annotations/``; returns the folders."""
     outputs = []
-    for folder in ("training", "validation"):
+    for folder in (_ADE20K_FOLDERS[split] for split in splits):
         src = os.path.join(ade_root, "annotations", folder)
         dst = os.path.join(ade_root, "annotations_detectron2", folder)
         os.makedirs(dst, exist_ok=True)
@@ -97,11 +97,6 @@ def prepare_ade20k_semantic(ade_root: str, workers: int = 1) -> list[str]:
 def _image_number(stem: str) -> int:
     """``ADE_val_00000042`` -> 42 (the image id used in the jsons)."""
     return int(stem.rsplit("_", 1)[-1])
-
-
-def _bbox_xywh(mask: np.ndarray) -> list[int]:
-    ys, xs = np.nonzero(mask)
-    return [int(xs.min()), int(ys.min()), int(xs.max() - xs.min() + 1), int(ys.max() - ys.min() + 1)]
 
 
 def _ade_panoptic_one(name: str, semantic_dir: str, instance_dir: str, panoptic_dir: str) -> dict[str, Any]:
@@ -125,23 +120,21 @@ def _ade_panoptic_one(name: str, semantic_dir: str, instance_dir: str, panoptic_
         segment_id = len(segments) + 1
         panoptic[mask] = segment_id
         category_id = int(thing_to_semantic[inst_class])
-        area, bbox = int(mask.sum()), _bbox_xywh(mask)
+        area, bbox = int(mask.sum()), mask_bbox_xywh(mask)
         segments.append({"id": segment_id, "category_id": category_id, "area": area, "bbox": bbox, "iscrowd": 0})
-        rle = mask_util.encode(np.asfortranarray(mask.astype(np.uint8)))
         instances.append(
-            {"category_id": category_id, "area": area, "bbox": bbox, "iscrowd": 0,
-             "segmentation": {"size": [int(s) for s in rle["size"]], "counts": rle["counts"].decode("ascii")}}
-        )  # fmt: skip
+            {"category_id": category_id, "area": area, "bbox": bbox, "iscrowd": 0, "segmentation": mask_to_rle(mask)}
+        )
     stuff_free = (panoptic == 0) & (semantic > 0) & ~is_thing_class[semantic]
     for category_id in np.unique(semantic[stuff_free]).tolist():
         mask = stuff_free & (semantic == category_id)
         segment_id = len(segments) + 1
         panoptic[mask] = segment_id
         segments.append(
-            {"id": segment_id, "category_id": int(category_id), "area": int(mask.sum()), "bbox": _bbox_xywh(mask),
+            {"id": segment_id, "category_id": int(category_id), "area": int(mask.sum()), "bbox": mask_bbox_xywh(mask),
              "iscrowd": 0}
         )  # fmt: skip
-    _atomic_save_png(os.path.join(panoptic_dir, name), id_to_rgb(panoptic))
+    write_label_png(os.path.join(panoptic_dir, name), id_to_rgb(panoptic))
     image_id = _image_number(stem)
     height, width = semantic.shape
     return {
@@ -151,14 +144,17 @@ def _ade_panoptic_one(name: str, semantic_dir: str, instance_dir: str, panoptic_
     }
 
 
-def prepare_ade20k_panoptic_and_instance(ade_root: str, workers: int = 1) -> list[str]:
+def prepare_ade20k_panoptic_and_instance(
+    ade_root: str, workers: int = 1, splits: Sequence[str] = ("train", "val")
+) -> list[str]:
     """Write ``ade20k_panoptic_{train,val}[.json]`` and ``ade20k_instance_{train,val}.json``; returns the jsons.
 
     Pixels of a thing class not covered by an instance annotation, and "other" pixels, are VOID (id 0).
     """
     categories = ade20k_categories()
     outputs = []
-    for split, folder in (("train", "training"), ("val", "validation")):
+    for split in splits:
+        folder = _ADE20K_FOLDERS[split]
         semantic_dir = os.path.join(ade_root, "annotations", folder)
         instance_dir = os.path.join(ade_root, "annotations_instance", folder)
         panoptic_dir = os.path.join(ade_root, f"ade20k_panoptic_{split}")
@@ -173,11 +169,11 @@ def prepare_ade20k_panoptic_and_instance(ade_root: str, workers: int = 1) -> lis
             ann["id"] = index
         panoptic_json = os.path.join(ade_root, f"ade20k_panoptic_{split}.json")
         instance_json = os.path.join(ade_root, f"ade20k_instance_{split}.json")
-        _atomic_write_json(
+        _write_json(
             panoptic_json,
             {"images": images, "annotations": [r["panoptic"] for r in results], "categories": categories},
         )
-        _atomic_write_json(
+        _write_json(
             instance_json,
             {
                 "images": images,
@@ -198,7 +194,7 @@ def _coco_semantic_one(annotation: dict[str, Any], panoptic_root: str, out_dir: 
     segment_ids = [s["id"] for s in segments]
     labels = [id_map[s["category_id"]] for s in segments]
     semantic = lookup_segment_labels(ids, segment_ids, labels, fill=255)
-    _atomic_save_png(os.path.join(out_dir, os.path.splitext(annotation["file_name"])[0] + ".png"), semantic)
+    write_label_png(os.path.join(out_dir, os.path.splitext(annotation["file_name"])[0] + ".png"), semantic)
 
 
 def prepare_coco_semantic_from_panoptic(
@@ -238,7 +234,7 @@ def _cityscapes_train_id_lut() -> np.ndarray:
 
 def _cityscapes_train_ids_one(label_file: str, lut: np.ndarray) -> None:
     labels = read_label_png(label_file)
-    _atomic_save_png(label_file.replace("_labelIds.png", "_labelTrainIds.png"), lut[labels])
+    write_label_png(label_file.replace("_labelIds.png", "_labelTrainIds.png"), lut[labels])
 
 
 def prepare_cityscapes(

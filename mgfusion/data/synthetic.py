@@ -18,8 +18,8 @@ Generation is deterministic (same config -> identical bytes), lazy (first load o
 atomic: a variant is written into a temporary sibling folder and renamed into place only when complete, so a
 killed generation never leaves a folder that a later run takes as complete.
 
-Registered names (:func:`register_synthetic`): ``synthetic_{train,val}`` (instance, evaluator "coco"),
-``synthetic_{train,val}_sem_seg`` (semantic, "sem_seg"), ``synthetic_{train,val}_panoptic`` (panoptic with
+Registered names (:func:`register_synthetic`): ``mgf_synthetic_{train,val}`` (instance, evaluator "coco"),
+``mgf_synthetic_{train,val}_sem_seg`` (semantic, "sem_seg"), ``mgf_synthetic_{train,val}_panoptic`` (panoptic with
 ``sem_seg_file_name``, "coco_panoptic_seg"). Default root: ``$DETECTRON2_DATASETS/mgfusion_synthetic``.
 """
 
@@ -39,26 +39,28 @@ from typing import Any
 
 import cv2
 import numpy as np
-import pycocotools.mask as mask_util
-from detectron2.data.datasets.coco import load_coco_json
 from PIL import Image
 
-from .catalog import datasets_root, register_dataset
-from .categories import instance_metadata, panoptic_metadata
-from .labelmaps import id_to_rgb
-from .loaders import load_semantic_from_panoptic_json, register_coco_panoptic
+from .catalog import datasets_root, mgf_name, register_dataset
+from .categories import instance_metadata, panoptic_metadata, semantic_metadata
+from .labelmaps import id_to_rgb, mask_bbox_xywh, mask_to_rle
+from .loaders import (
+    load_coco_instances,
+    load_semantic_from_panoptic_json,
+    register_coco_panoptic,
+)
 
 __all__ = [
-    "SYNTHETIC_CATEGORIES",
     "SPLITS",
-    "SyntheticConfig",
+    "SYNTHETIC_CATEGORIES",
     "Scene",
-    "render_scene",
-    "iter_scenes",
+    "SyntheticConfig",
     "generate",
-    "variant_dir",
+    "iter_scenes",
     "register_synthetic",
+    "render_scene",
     "synthetic_dataset_names",
+    "variant_dir",
 ]
 
 FORMAT_VERSION = 1
@@ -268,16 +270,6 @@ def iter_scenes(config: SyntheticConfig, split: str) -> Iterator[Scene]:
 # ------------------------------------------------------------------------------------------------ writing
 
 
-def _bbox_xywh(mask: np.ndarray) -> list[int]:
-    ys, xs = np.nonzero(mask)
-    return [int(xs.min()), int(ys.min()), int(xs.max() - xs.min() + 1), int(ys.max() - ys.min() + 1)]
-
-
-def _rle(mask: np.ndarray) -> dict[str, Any]:
-    rle = mask_util.encode(np.asfortranarray(mask.astype(np.uint8)))
-    return {"size": [int(s) for s in rle["size"]], "counts": rle["counts"].decode("ascii")}
-
-
 def _write_json(path: Path, content: dict[str, Any]) -> None:
     path.write_text(json.dumps(content, sort_keys=True, separators=(",", ":")), encoding="utf-8")
 
@@ -308,13 +300,13 @@ def _write_split(config: SyntheticConfig, split: str, out: Path) -> None:
         segments = []
         for k, thing in enumerate(scene.instance_classes.tolist(), start=1):
             mask = scene.instance_map == k
-            area, bbox = int(mask.sum()), _bbox_xywh(mask)
+            area, bbox = int(mask.sum()), mask_bbox_xywh(mask)
             category_id = thing_cats[thing]["id"]
             segments.append({"id": k, "category_id": category_id, "area": area, "bbox": bbox, "iscrowd": 0})
             instances.append(
                 {
                     "id": len(instances) + 1, "image_id": image_id, "category_id": category_id, "iscrowd": 0,
-                    "area": area, "bbox": bbox, "segmentation": _rle(mask),
+                    "area": area, "bbox": bbox, "segmentation": mask_to_rle(mask),
                 }
             )  # fmt: skip
         for stuff, cat in enumerate(stuff_cats):
@@ -323,7 +315,7 @@ def _write_split(config: SyntheticConfig, split: str, out: Path) -> None:
                 segments.append(
                     {
                         "id": STUFF_SEGMENT_ID_BASE + stuff, "category_id": cat["id"], "area": int(mask.sum()),
-                        "bbox": _bbox_xywh(mask), "iscrowd": 0,
+                        "bbox": mask_bbox_xywh(mask), "iscrowd": 0,
                     }
                 )  # fmt: skip
         panoptic.append({"image_id": image_id, "file_name": f"{stem}.png", "segments_info": segments})
@@ -399,9 +391,9 @@ def synthetic_dataset_names(split: str) -> dict[str, str]:
     """The registered names of ``split`` by task: ``{"instance": ..., "semantic": ..., "panoptic": ...}``."""
     _check_split(split)
     return {
-        "instance": f"synthetic_{split}",
-        "semantic": f"synthetic_{split}_sem_seg",
-        "panoptic": f"synthetic_{split}_panoptic",
+        "instance": mgf_name(f"synthetic_{split}"),
+        "semantic": mgf_name(f"synthetic_{split}_sem_seg"),
+        "panoptic": mgf_name(f"synthetic_{split}_panoptic"),
     }
 
 
@@ -429,14 +421,15 @@ def register_synthetic(root: str | os.PathLike | None = None, **config_kwargs: A
     directory = variant_dir(root_path, config)
     categories = [{k: c[k] for k in ("id", "name", "isthing", "color")} for c in SYNTHETIC_CATEGORIES]
     pan_meta = panoptic_metadata(categories)
+    inst_meta = instance_metadata(categories)
     common = {"ignore_label": 255, "synthetic_config": dataclasses.asdict(config), "synthetic_dir": str(directory)}
     prepare = functools.partial(generate, config, root_path)
     for split in SPLITS:
         names, paths = synthetic_dataset_names(split), _paths(directory, split)
         register_dataset(
             names["instance"],
-            functools.partial(load_coco_json, paths["json_file"], paths["image_root"], names["instance"]),
-            {**common, **instance_metadata(categories), "evaluator_type": "coco",
+            functools.partial(load_coco_instances, paths["json_file"], paths["image_root"], inst_meta),
+            {**common, **inst_meta, "evaluator_type": "coco",
              "image_root": paths["image_root"], "json_file": paths["json_file"]},
             root=directory,
             prepare=prepare,
@@ -446,8 +439,8 @@ def register_synthetic(root: str | os.PathLike | None = None, **config_kwargs: A
             functools.partial(
                 load_semantic_from_panoptic_json, paths["panoptic_json"], paths["image_root"], paths["sem_seg_root"]
             ),
-            {**common, "stuff_classes": pan_meta["stuff_classes"], "stuff_colors": pan_meta["stuff_colors"],
-             "evaluator_type": "sem_seg", "image_root": paths["image_root"], "sem_seg_root": paths["sem_seg_root"]},
+            {**common, **semantic_metadata(categories), "evaluator_type": "sem_seg",
+             "image_root": paths["image_root"], "sem_seg_root": paths["sem_seg_root"]},
             root=directory,
             prepare=prepare,
         )  # fmt: skip

@@ -19,11 +19,11 @@ from detectron2.structures import Instances
 from .labelmaps import lookup_segment_labels
 
 __all__ = [
-    "transform_label_map",
-    "mask_instances",
     "instance_targets",
-    "semantic_targets",
+    "mask_instances",
     "panoptic_targets",
+    "semantic_targets",
+    "transform_label_map",
 ]
 
 

@@ -1,28 +1,40 @@
 """Tiny datasets in the real on-disk layouts of COCO, Cityscapes and ADE20K, rendered from synthetic scenes.
 
-For tests and smoke runs of the real registration / preparation / evaluation code without downloading data.
-Each writer renders :func:`~mgfusion.data.synthetic.render_scene` scenes, maps the 4 synthetic thing classes and
-2 stuff classes onto real categories, and writes the files the real datasets ship (raw annotations only; the
-derived files are then made by the project's preparation code, as a user would). The first image's last
-instance is a crowd region (COCO ``iscrowd``, Cityscapes group id, ADE20K: no instance annotation), and
-Cityscapes / ADE20K images get an unlabeled band (void / "other") along the top.
+For tests and smoke runs of the real registration / preparation / training / evaluation code without
+downloading data. Each writer renders :func:`~mgfusion.data.synthetic.render_scene` scenes (cropped to the
+requested height x width), maps the 4 synthetic thing classes and 2 stuff classes onto real categories and writes
+the files the real dataset ships (the raw annotations). With ``prepare=True`` (default) it then makes the derived
+files with the project's preparation code (:mod:`mgfusion.data.preparation`, what ``datasets/prepare_*.py`` run);
+with ``prepare=False`` the tree is what a user has right after unpacking the downloads, and the
+``datasets/prepare_*.py`` scripts can be run on it.
+
+Conventions: the first image of each split has a crowd region (COCO ``iscrowd`` with an uncompressed RLE,
+Cityscapes instance id = label id, ADE20K a thing region without instance annotation); Cityscapes / ADE20K images
+get an unlabeled band (void / "other") along the top :data:`VOID_ROWS` rows.
+
+API::
+
+    write_tiny_coco(root, splits=("train", "val"), num_images=2, height=64, width=96, polygons=False, prepare=True)
+    write_tiny_cityscapes(root, splits=("train", "val"), num_images=2, height=64, width=128, prepare=True)
+    write_tiny_ade20k(root, splits=("train", "val"), num_images=2, height=64, width=80, prepare=True)
+    write_tiny_datasets(root, families=("coco", "cityscapes", "ade20k"), prepare=True)
+    TINY_WRITERS["coco"](root, ...)      # the writer of a family by name; DATASET_FAMILY["coco_panoptic"] == "coco"
 """
 
 from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import cv2
 import numpy as np
-import pycocotools.mask as mask_util
 from detectron2.data.datasets.builtin_meta import COCO_CATEGORIES
 from PIL import Image
 
 from .categories import ADE20K_INSTANCE_TO_SEMANTIC
-from .labelmaps import id_to_rgb
+from .labelmaps import id_to_rgb, mask_bbox_xywh, mask_to_rle
 from .preparation import (
     prepare_ade20k_panoptic_and_instance,
     prepare_ade20k_semantic,
@@ -31,138 +43,258 @@ from .preparation import (
 )
 from .synthetic import Scene, SyntheticConfig, render_scene
 
-__all__ = ["write_tiny_coco", "write_tiny_cityscapes", "write_tiny_ade20k", "write_tiny_datasets", "tiny_scenes"]
+__all__ = [
+    "DATASET_FAMILY",
+    "TINY_WRITERS",
+    "VOID_ROWS",
+    "tiny_scenes",
+    "write_tiny_ade20k",
+    "write_tiny_cityscapes",
+    "write_tiny_coco",
+    "write_tiny_datasets",
+]
 
 # synthetic thing index -> real category; synthetic stuff index -> real category
 COCO_THINGS, COCO_STUFF = (1, 3, 18, 44), (184, 187)  # person car dog bottle / tree-merged, sky-other-merged
 CITYSCAPES_THINGS, CITYSCAPES_STUFF = (24, 25, 26, 33), (7, 23)  # person rider car bicycle / road sky
 ADE_THINGS, ADE_STUFF = (4, 9, 1, 83), (1, 3)  # instance ids: person car bed bicycle / semantic ids: wall sky
 VOID_ROWS = 3
+MIN_INSTANCE_PIXELS = 16  # smaller fragments left by the crop become background
+CITYSCAPES_CITIES = {"train": ("aachen", "bochum"), "val": ("frankfurt", "lindau"), "test": ("berlin",)}
+ADE20K_FOLDERS = {"train": "training", "val": "validation"}
+
+#: family of each dataset config in configs/dataset/ (the synthetic family needs no tree: it is generated)
+DATASET_FAMILY = {
+    f"{family}_{task}": family
+    for family, tasks in (
+        ("coco", ("instance", "panoptic")),
+        ("cityscapes", ("instance", "semantic", "panoptic")),
+        ("ade20k", ("instance", "semantic", "panoptic")),
+    )
+    for task in tasks
+}
 
 
-def tiny_scenes(num_images: int, size: int, seed: int) -> Iterator[Scene]:
-    """``num_images`` synthetic scenes of ``size`` x ``size`` pixels, deterministic in ``seed``."""
-    config = SyntheticConfig(image_size=size, num_train=num_images, num_val=1, seed=seed, min_objects=3)
+def _crop_scene(scene: Scene, height: int, width: int) -> Scene:
+    """The top-left ``height`` x ``width`` part, instances renumbered 1..N, crop fragments dropped."""
+    instance_map = scene.instance_map[:height, :width]
+    areas = np.bincount(instance_map.ravel(), minlength=len(scene.instance_classes) + 1)
+    keep = np.flatnonzero(areas[1:] >= MIN_INSTANCE_PIXELS) + 1
+    renumber = np.zeros(len(areas), dtype=np.int64)
+    renumber[keep] = np.arange(1, len(keep) + 1)
+    return Scene(
+        image=np.ascontiguousarray(scene.image[:height, :width]),
+        stuff_map=scene.stuff_map[:height, :width],
+        instance_map=renumber[instance_map],
+        instance_classes=scene.instance_classes[keep - 1],
+    )
+
+
+def tiny_scenes(num_images: int, height: int, width: int, seed: int) -> Iterator[Scene]:
+    """``num_images`` synthetic scenes of ``height`` x ``width`` pixels with at least 2 instances each,
+    deterministic in ``seed``."""
+    side = max(height, width)
+    config = SyntheticConfig(image_size=side, num_train=num_images, num_val=1, seed=seed, min_objects=3)
     for index in range(num_images):
-        yield render_scene(np.random.default_rng([seed, 7, index]), config)
+        for attempt in range(100):
+            scene = _crop_scene(render_scene(np.random.default_rng([seed, 7, index, attempt]), config), height, width)
+            if len(scene.instance_classes) >= 2:
+                break
+        else:  # pragma: no cover - a 3-object scene keeps 2 objects in a crop of at least half its side
+            raise RuntimeError(f"no scene with 2 visible instances in {height}x{width} (seed {seed}, image {index})")
+        yield scene
 
 
 def _crowd_instance(scene: Scene, image_index: int) -> int:
-    """1-based id of the instance that is a crowd region (0 = none)."""
+    """1-based id of the instance that is a crowd region (0 = none): the last one of the first image."""
     return len(scene.instance_classes) if image_index == 0 else 0
 
 
 def _polygons(mask: np.ndarray) -> list[list[float]]:
+    """Outer contours of a bool mask as COCO polygons ``[[x0, y0, x1, y1, ...], ...]`` (pixel corners)."""
     contours = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)[-2]
     return [c.reshape(-1).astype(float).tolist() for c in contours if len(c) >= 3]
 
 
-def _bbox(mask: np.ndarray) -> list[int]:
-    ys, xs = np.nonzero(mask)
-    return [int(xs.min()), int(ys.min()), int(xs.max() - xs.min() + 1), int(ys.max() - ys.min() + 1)]
+def _uncompressed_rle(mask: np.ndarray) -> dict:
+    """COCO's crowd format: ``{"counts": [run lengths, column-major, starting with 0s], "size": [H, W]}``."""
+    flat = np.asarray(mask, dtype=np.uint8).ravel(order="F")
+    change = np.flatnonzero(np.diff(flat)) + 1
+    bounds = np.concatenate([[0], change, [flat.size]])
+    counts = np.diff(bounds).tolist()
+    if flat[0] == 1:
+        counts = [0, *counts]
+    return {"counts": counts, "size": list(mask.shape)}
 
 
-def _rle(mask: np.ndarray) -> dict:
-    rle = mask_util.encode(np.asfortranarray(mask.astype(np.uint8)))
-    return {"size": [int(s) for s in rle["size"]], "counts": rle["counts"].decode("ascii")}
-
-
-def _json(path: Path, content: dict) -> None:
+def _write_json(path: Path, content: dict) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(content), encoding="utf-8")
 
 
-def write_tiny_coco(
-    root: str | os.PathLike,
-    split: str = "val",
-    num_images: int = 2,
-    size: int = 64,
-    seed: int = 0,
-    polygons: bool = False,
-) -> Path:
-    """``coco/{split}2017``, instance + panoptic jsons and PNGs, then ``panoptic_semseg_{split}2017`` via
-    :func:`prepare_coco_semantic_from_panoptic`. Instance masks are RLE, or with ``polygons`` the non-crowd ones
-    are contour polygons (as in real COCO; they then differ slightly from the panoptic masks)."""
-    coco = Path(root) / "coco"
-    image_dir, pan_dir = coco / f"{split}2017", coco / f"panoptic_{split}2017"
-    image_dir.mkdir(parents=True, exist_ok=True)
-    pan_dir.mkdir(parents=True, exist_ok=True)
+def _save(path: Path, array: np.ndarray, **save_kwargs) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(array).save(path, **save_kwargs)
+
+
+# --------------------------------------------------------------------------------------------------- COCO
+
+
+def _coco_split(coco: Path, split: str, num_images: int, height: int, width: int, seed: int, polygons: bool) -> None:
     images, instances, panoptic = [], [], []
-    for index, scene in enumerate(tiny_scenes(num_images, size, seed)):
-        image_id = 1000 + index
+    for index, scene in enumerate(tiny_scenes(num_images, height, width, seed)):
+        image_id = 1000 * (split == "val") + 139 + index
         stem = f"{image_id:012d}"
-        Image.fromarray(scene.image).save(image_dir / f"{stem}.jpg", quality=95)
-        images.append({"id": image_id, "file_name": f"{stem}.jpg", "height": size, "width": size})
+        _save(coco / f"{split}2017" / f"{stem}.jpg", scene.image, quality=95)
+        images.append({"id": image_id, "file_name": f"{stem}.jpg", "height": height, "width": width, "license": 1})
         crowd = _crowd_instance(scene, index)
-        pan_ids = np.where(scene.instance_map > 0, scene.instance_map, 100 + scene.stuff_map)
+        # segment ids use two bytes of the PNG, as real COCO panoptic ids do
+        thing_ids = 300 * np.arange(len(scene.instance_classes) + 1) + 7
+        pan_ids = np.where(scene.instance_map > 0, thing_ids[scene.instance_map], 100 + scene.stuff_map)
         segments = []
         for k, thing in enumerate(scene.instance_classes.tolist(), start=1):
             mask = scene.instance_map == k
             category = COCO_THINGS[thing]
-            segmentation = _polygons(mask) if polygons and k != crowd else _rle(mask)
+            segmentation = _uncompressed_rle(mask) if k == crowd else _polygons(mask) if polygons else mask_to_rle(mask)
             instances.append(
                 {"id": len(instances) + 1, "image_id": image_id, "category_id": category, "iscrowd": int(k == crowd),
-                 "area": int(mask.sum()), "bbox": _bbox(mask), "segmentation": segmentation}
+                 "area": int(mask.sum()), "bbox": mask_bbox_xywh(mask), "segmentation": segmentation}
             )  # fmt: skip
-            segments.append({"id": k, "category_id": category, "iscrowd": int(k == crowd), "area": int(mask.sum()),
-                             "bbox": _bbox(mask)})  # fmt: skip
+            segments.append({"id": int(thing_ids[k]), "category_id": category, "iscrowd": int(k == crowd),
+                             "area": int(mask.sum()), "bbox": mask_bbox_xywh(mask)})  # fmt: skip
         for stuff in np.unique(scene.stuff_map[scene.instance_map == 0]).tolist():
             mask = pan_ids == 100 + stuff
-            segments.append({"id": 100 + stuff, "category_id": COCO_STUFF[stuff], "iscrowd": 0, "area": int(mask.sum()),
-                             "bbox": _bbox(mask)})  # fmt: skip
-        Image.fromarray(id_to_rgb(pan_ids)).save(pan_dir / f"{stem}.png")
+            segments.append({"id": 100 + stuff, "category_id": COCO_STUFF[stuff], "iscrowd": 0,
+                             "area": int(mask.sum()), "bbox": mask_bbox_xywh(mask)})  # fmt: skip
+        _save(coco / f"panoptic_{split}2017" / f"{stem}.png", id_to_rgb(pan_ids))
         panoptic.append({"image_id": image_id, "file_name": f"{stem}.png", "segments_info": segments})
-    things = [{"id": c["id"], "name": c["name"], "supercategory": "x"} for c in COCO_CATEGORIES if c["isthing"]]
-    _json(coco / "annotations" / f"instances_{split}2017.json",
-          {"images": images, "annotations": instances, "categories": things})  # fmt: skip
-    pan_json = coco / "annotations" / f"panoptic_{split}2017.json"
-    _json(pan_json, {"images": images, "annotations": panoptic, "categories": list(COCO_CATEGORIES)})
-    prepare_coco_semantic_from_panoptic(
-        str(pan_json), str(pan_dir), str(coco / f"panoptic_semseg_{split}2017"), [c["id"] for c in COCO_CATEGORIES]
-    )
+    info = {"description": "mgfusion tiny COCO-layout test data", "year": 2017}
+    licenses = [{"id": 1, "name": "CC0", "url": ""}]
+    things = [{"id": c["id"], "name": c["name"], "supercategory": "thing"} for c in COCO_CATEGORIES if c["isthing"]]
+    _write_json(coco / "annotations" / f"instances_{split}2017.json",
+                {"info": info, "licenses": licenses, "images": images, "annotations": instances,
+                 "categories": things})  # fmt: skip
+    pan_categories = [{k: c[k] for k in ("id", "name", "isthing", "color")} for c in COCO_CATEGORIES]
+    _write_json(coco / "annotations" / f"panoptic_{split}2017.json",
+                {"info": info, "licenses": licenses, "images": images, "annotations": panoptic,
+                 "categories": pan_categories})  # fmt: skip
+
+
+def write_tiny_coco(
+    root: str | os.PathLike,
+    splits: Sequence[str] = ("train", "val"),
+    num_images: int = 2,
+    height: int = 64,
+    width: int = 96,
+    seed: int = 0,
+    polygons: bool = False,
+    prepare: bool = True,
+) -> Path:
+    """``coco/{split}2017/*.jpg``, ``annotations/{instances,panoptic}_{split}2017.json`` (all 80 / 133 COCO
+    categories), ``panoptic_{split}2017/*.png``; with ``prepare`` also ``panoptic_semseg_{split}2017/`` (as
+    ``datasets/prepare_coco_semantic_annos_from_panoptic.py`` writes it). Returns the ``coco`` folder.
+
+    Instance masks are RLE (identical to the panoptic segments), or with ``polygons`` the non-crowd ones are contour
+    polygons as in real COCO (they then differ slightly from the panoptic masks); crowd regions are uncompressed RLE.
+    """
+    coco = Path(root) / "coco"
+    for offset, split in enumerate(splits):
+        _coco_split(coco, split, num_images, height, width, seed + 10 * offset, polygons)
+        if prepare:
+            prepare_coco_semantic_from_panoptic(
+                str(coco / "annotations" / f"panoptic_{split}2017.json"), str(coco / f"panoptic_{split}2017"),
+                str(coco / f"panoptic_semseg_{split}2017"), [c["id"] for c in COCO_CATEGORIES],
+            )  # fmt: skip
     return coco
 
 
+# --------------------------------------------------------------------------------------------- Cityscapes
+
+
+def _cityscapes_polygons(label_ids: np.ndarray, instance_ids: np.ndarray) -> dict:
+    """``*_gtFine_polygons.json``: stuff regions, then instances (crowd groups as ``<label>group``)."""
+    from cityscapesscripts.helpers.labels import id2label
+
+    objects = []
+    for label_id in np.unique(label_ids).tolist():
+        if label_id == 0 or id2label[label_id].hasInstances:
+            continue
+        for polygon in _polygons(label_ids == label_id):
+            objects.append({"label": id2label[label_id].name, "polygon": np.reshape(polygon, (-1, 2)).tolist()})
+    for instance_id in np.unique(instance_ids[instance_ids >= 24]).tolist():
+        crowd = instance_id < 1000
+        label = id2label[instance_id if crowd else instance_id // 1000].name + ("group" if crowd else "")
+        for polygon in _polygons(instance_ids == instance_id):
+            objects.append({"label": label, "polygon": np.reshape(polygon, (-1, 2)).tolist()})
+    return {"imgHeight": int(label_ids.shape[0]), "imgWidth": int(label_ids.shape[1]), "objects": objects}
+
+
 def write_tiny_cityscapes(
-    root: str | os.PathLike, split: str = "val", num_images: int = 2, size: int = 96, seed: int = 1
+    root: str | os.PathLike,
+    splits: Sequence[str] = ("train", "val"),
+    num_images: int = 2,
+    height: int = 64,
+    width: int = 128,
+    seed: int = 1,
+    prepare: bool = True,
 ) -> Path:
-    """``cityscapes/leftImg8bit`` + ``gtFine`` (labelIds, instanceIds), then ``labelTrainIds`` and the panoptic
-    files via :func:`prepare_cityscapes` (as ``datasets/prepare_cityscapes.py`` does)."""
-    city = "frankfurt"
+    """``cityscapes/leftImg8bit/{split}/<city>/*_leftImg8bit.png`` and ``gtFine/{split}/<city>/*_gtFine_{labelIds,
+    instanceIds,color}.png`` + ``*_gtFine_polygons.json`` as in ``gtFine_trainvaltest.zip``; with ``prepare`` also
+    ``*_gtFine_labelTrainIds.png`` and ``gtFine/cityscapes_panoptic_{split}[.json]`` via
+    :func:`~mgfusion.data.preparation.prepare_cityscapes` (what ``datasets/prepare_cityscapes.py`` runs).
+    Images alternate between two cities of the split. Returns the ``cityscapes`` folder."""
+    from cityscapesscripts.helpers.labels import id2label
+
     base = Path(root) / "cityscapes"
-    image_dir, gt_dir = base / "leftImg8bit" / split / city, base / "gtFine" / split / city
-    image_dir.mkdir(parents=True, exist_ok=True)
-    gt_dir.mkdir(parents=True, exist_ok=True)
-    for index, scene in enumerate(tiny_scenes(num_images, size, seed)):
-        stem = f"{city}_000000_{index:06d}"
-        label_ids = np.where(
-            scene.instance_map > 0,
-            np.asarray((0, *CITYSCAPES_THINGS))[np.concatenate([[0], scene.instance_classes + 1])[scene.instance_map]],
-            np.asarray(CITYSCAPES_STUFF)[scene.stuff_map],
-        )
-        label_ids[:VOID_ROWS] = 0  # "unlabeled"
-        crowd = _crowd_instance(scene, index)
-        instance_ids = np.where(
-            (scene.instance_map > 0) & (scene.instance_map != crowd), label_ids * 1000 + scene.instance_map, label_ids
-        )
-        instance_ids[:VOID_ROWS] = 0
-        Image.fromarray(scene.image).save(image_dir / f"{stem}_leftImg8bit.png")
-        Image.fromarray(label_ids.astype(np.uint8)).save(gt_dir / f"{stem}_gtFine_labelIds.png")
-        Image.fromarray(instance_ids.astype(np.uint16)).save(gt_dir / f"{stem}_gtFine_instanceIds.png")
-    prepare_cityscapes(str(base), splits=[split])
+    palette = np.zeros((256, 3), dtype=np.uint8)
+    for label_id, label in id2label.items():
+        if 0 <= label_id < 256:
+            palette[label_id] = label.color
+    for offset, split in enumerate(splits):
+        cities = CITYSCAPES_CITIES[split]
+        for index, scene in enumerate(tiny_scenes(num_images, height, width, seed + 10 * offset)):
+            city = cities[index % len(cities)]
+            stem = f"{city}_{index:06d}_{19 + index:06d}"
+            image_dir, gt_dir = base / "leftImg8bit" / split / city, base / "gtFine" / split / city
+            things = np.asarray((0, *CITYSCAPES_THINGS))[np.concatenate([[0], scene.instance_classes + 1])]
+            label_ids = np.where(scene.instance_map > 0, things[scene.instance_map],
+                                 np.asarray(CITYSCAPES_STUFF)[scene.stuff_map])  # fmt: skip
+            label_ids[:VOID_ROWS] = 0  # "unlabeled"
+            crowd = _crowd_instance(scene, index)
+            instance_ids = np.where((scene.instance_map > 0) & (scene.instance_map != crowd),
+                                    label_ids * 1000 + scene.instance_map, label_ids)  # fmt: skip
+            instance_ids[:VOID_ROWS] = 0
+            _save(image_dir / f"{stem}_leftImg8bit.png", scene.image)
+            _save(gt_dir / f"{stem}_gtFine_labelIds.png", label_ids.astype(np.uint8))
+            _save(gt_dir / f"{stem}_gtFine_instanceIds.png", instance_ids.astype(np.uint16))
+            _save(gt_dir / f"{stem}_gtFine_color.png", palette[label_ids])
+            _write_json(gt_dir / f"{stem}_gtFine_polygons.json", _cityscapes_polygons(label_ids, instance_ids))
+    if prepare:
+        prepare_cityscapes(str(base), splits=list(splits))
     return base
 
 
-def write_tiny_ade20k(root: str | os.PathLike, num_images: int = 2, size: int = 64, seed: int = 2) -> Path:
-    """``ADEChallengeData2016`` with images, raw ``annotations`` and ``annotations_instance`` for both splits,
-    then the derived files via :func:`prepare_ade20k_semantic` and :func:`prepare_ade20k_panoptic_and_instance`."""
+# ------------------------------------------------------------------------------------------------- ADE20K
+
+
+def write_tiny_ade20k(
+    root: str | os.PathLike,
+    splits: Sequence[str] = ("train", "val"),
+    num_images: int = 2,
+    height: int = 64,
+    width: int = 80,
+    seed: int = 2,
+    prepare: bool = True,
+) -> Path:
+    """``ADEChallengeData2016/images/{training,validation}/*.jpg``, ``annotations/`` (0 = other, 1..150) and
+    ``annotations_instance/`` (R = instance class 1..100, G = instance id) as unpacked from the downloads; with
+    ``prepare`` also ``annotations_detectron2/``, ``ade20k_panoptic_{train,val}[.json]`` and
+    ``ade20k_instance_{train,val}.json`` (what ``datasets/prepare_ade20k_*.py`` run). Returns the ADE folder."""
     ade = Path(root) / "ADEChallengeData2016"
     semantic_of_thing = np.asarray(ADE20K_INSTANCE_TO_SEMANTIC) + 1
-    for split, folder in (("train", "training"), ("val", "validation")):
-        dirs = {k: ade / k / folder for k in ("images", "annotations", "annotations_instance")}
-        for d in dirs.values():
-            d.mkdir(parents=True, exist_ok=True)
-        for index, scene in enumerate(tiny_scenes(num_images, size, seed + (split == "val"))):
+    for offset, split in enumerate(splits):
+        folder = ADE20K_FOLDERS[split]
+        for index, scene in enumerate(tiny_scenes(num_images, height, width, seed + 10 * offset)):
             stem = f"ADE_{split}_{index + 1:08d}"
             instance_class = np.asarray((0, *ADE_THINGS))[np.concatenate([[0], scene.instance_classes + 1])]
             semantic = np.where(
@@ -174,20 +306,30 @@ def write_tiny_ade20k(root: str | os.PathLike, num_images: int = 2, size: int = 
             unannotated = _crowd_instance(scene, index)  # a thing region without instance annotation -> VOID
             annotated = (scene.instance_map > 0) & (scene.instance_map != unannotated)
             annotated[:VOID_ROWS] = False
-            rgb = np.zeros((size, size, 3), dtype=np.uint8)
+            rgb = np.zeros((height, width, 3), dtype=np.uint8)
             rgb[..., 0] = np.where(annotated, instance_class[scene.instance_map], 0)
             rgb[..., 1] = np.where(annotated, scene.instance_map, 0)
-            Image.fromarray(scene.image).save(dirs["images"] / f"{stem}.jpg", quality=95)
-            Image.fromarray(semantic.astype(np.uint8)).save(dirs["annotations"] / f"{stem}.png")
-            Image.fromarray(rgb).save(dirs["annotations_instance"] / f"{stem}.png")
-    prepare_ade20k_semantic(str(ade))
-    prepare_ade20k_panoptic_and_instance(str(ade))
+            _save(ade / "images" / folder / f"{stem}.jpg", scene.image, quality=95)
+            _save(ade / "annotations" / folder / f"{stem}.png", semantic.astype(np.uint8))
+            _save(ade / "annotations_instance" / folder / f"{stem}.png", rgb)
+    if prepare:
+        prepare_ade20k_semantic(str(ade), splits=splits)
+        prepare_ade20k_panoptic_and_instance(str(ade), splits=splits)
     return ade
 
 
-def write_tiny_datasets(root: str | os.PathLike) -> Path:
-    """All three tiny datasets (COCO val, Cityscapes val, ADE20K train+val) under ``root``; returns ``root``."""
-    write_tiny_coco(root)
-    write_tiny_cityscapes(root)
-    write_tiny_ade20k(root)
+#: family name -> writer (``writer(root, splits=..., num_images=..., prepare=...)``)
+TINY_WRITERS: dict[str, Callable[..., Path]] = {
+    "coco": write_tiny_coco,
+    "cityscapes": write_tiny_cityscapes,
+    "ade20k": write_tiny_ade20k,
+}
+
+
+def write_tiny_datasets(
+    root: str | os.PathLike, families: Sequence[str] = ("coco", "cityscapes", "ade20k"), prepare: bool = True
+) -> Path:
+    """The tiny trees of ``families`` (train and val splits each) under ``root``; returns ``root``."""
+    for family in families:
+        TINY_WRITERS[family](root, prepare=prepare)
     return Path(root)

@@ -3,22 +3,59 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 
 from detectron2.data import DatasetCatalog, MetadataCatalog
-from detectron2.evaluation import COCOPanopticEvaluator, DatasetEvaluator, DatasetEvaluators, SemSegEvaluator
+from detectron2.evaluation import (
+    COCOPanopticEvaluator,
+    DatasetEvaluator,
+    DatasetEvaluators,
+    SemSegEvaluator,
+)
 
-import mgfusion.data  # noqa: F401  (registers the dataset names this module evaluates)
+from mgfusion.utils.registry import Registry
 
 from .cityscapes import CityscapesInstanceEvaluator, CityscapesSemSegEvaluator
 from .compat import load_label_png
 from .instance import InstanceSegEvaluator
 
-__all__ = ["TASKS", "EVALUATORS", "DEFAULT_TASKS", "build_evaluator"]
+__all__ = ["EVALUATORS", "TASKS", "EvaluatorType", "build_evaluator", "default_tasks", "register_evaluator_type"]
 
 TASKS = ("instance", "semantic", "panoptic")
 
+#: ``factory(dataset_name, output_dir, distributed, dataset_dicts) -> DatasetEvaluator``
 EvaluatorFactory = Callable[[str, "str | None", bool, list], DatasetEvaluator]
+
+
+@dataclass(frozen=True)
+class EvaluatorType:
+    """The evaluators of one metadata ``evaluator_type``: a factory per supported task, and the default tasks."""
+
+    factories: Mapping[str, EvaluatorFactory]
+    default_tasks: tuple[str, ...]
+
+    def __post_init__(self) -> None:
+        unknown = [t for t in (*self.factories, *self.default_tasks) if t not in TASKS]
+        missing = [t for t in self.default_tasks if t not in self.factories]
+        if unknown or missing or not self.default_tasks:
+            raise ValueError(f"bad evaluator type: unknown tasks {unknown}, default tasks without factory {missing}")
+
+
+#: metadata ``evaluator_type`` -> :class:`EvaluatorType`
+EVALUATORS: Registry[EvaluatorType] = Registry("evaluator type")
+
+
+def register_evaluator_type(
+    name: str, factories: Mapping[str, EvaluatorFactory], default_tasks: Sequence[str]
+) -> EvaluatorType:
+    """Register the evaluators of datasets whose metadata has ``evaluator_type=name`` (duplicates are errors)."""
+    return EVALUATORS.register(name, EvaluatorType(dict(factories), tuple(default_tasks)))
+
+
+def default_tasks(evaluator_type: str) -> tuple[str, ...]:
+    """The tasks evaluated when none are requested (the main task of the evaluator type)."""
+    return EVALUATORS.get(evaluator_type).default_tasks
 
 
 def _instance(name: str, output_dir: str | None, distributed: bool, dicts: list) -> DatasetEvaluator:
@@ -35,7 +72,7 @@ def _semantic(name: str, output_dir: str | None, distributed: bool, dicts: list)
     if "sem_seg_file_name" not in dicts[0]:
         raise ValueError(
             f"Semantic evaluation of '{name}' needs 'sem_seg_file_name' in its dataset dicts; this dataset has none "
-            f"(for COCO panoptic use coco_2017_val_panoptic_with_sem_seg)."
+            f"(for COCO panoptic use mgf_coco_2017_val_panoptic_with_sem_seg)."
         )
     return SemSegEvaluator(name, distributed=distributed, output_dir=output_dir, sem_seg_loading_fn=load_label_png)
 
@@ -52,28 +89,18 @@ def _cityscapes_semantic(name: str, output_dir: str | None, distributed: bool, d
     return CityscapesSemSegEvaluator(name)
 
 
-# evaluator_type -> task -> factory
-EVALUATORS: dict[str, dict[str, EvaluatorFactory]] = {
-    "coco": {"instance": _instance},
-    "sem_seg": {"semantic": _semantic},
-    "coco_panoptic_seg": {"panoptic": _panoptic, "instance": _instance, "semantic": _semantic},
-    "cityscapes_instance": {"instance": _cityscapes_instance},
-    "cityscapes_sem_seg": {"semantic": _cityscapes_semantic},
-    "cityscapes_panoptic_seg": {
-        "panoptic": _panoptic,
-        "instance": _cityscapes_instance,
-        "semantic": _cityscapes_semantic,
-    },
-}
-
-DEFAULT_TASKS: dict[str, tuple[str, ...]] = {
-    "coco": ("instance",),
-    "sem_seg": ("semantic",),
-    "coco_panoptic_seg": ("panoptic",),
-    "cityscapes_instance": ("instance",),
-    "cityscapes_sem_seg": ("semantic",),
-    "cityscapes_panoptic_seg": ("panoptic",),
-}
+register_evaluator_type("coco", {"instance": _instance}, ["instance"])
+register_evaluator_type("sem_seg", {"semantic": _semantic}, ["semantic"])
+register_evaluator_type(
+    "coco_panoptic_seg", {"panoptic": _panoptic, "instance": _instance, "semantic": _semantic}, ["panoptic"]
+)
+register_evaluator_type("cityscapes_instance", {"instance": _cityscapes_instance}, ["instance"])
+register_evaluator_type("cityscapes_sem_seg", {"semantic": _cityscapes_semantic}, ["semantic"])
+register_evaluator_type(
+    "cityscapes_panoptic_seg",
+    {"panoptic": _panoptic, "instance": _cityscapes_instance, "semantic": _cityscapes_semantic},
+    ["panoptic"],
+)
 
 
 def build_evaluator(
@@ -86,10 +113,10 @@ def build_evaluator(
     """Evaluators for ``dataset_name``, one per task, combined in a ``DatasetEvaluators``.
 
     Args:
-        dataset_name: a registered dataset whose metadata has ``evaluator_type`` (a key of :data:`EVALUATORS`).
+        dataset_name: a registered dataset whose metadata has ``evaluator_type`` (a name in :data:`EVALUATORS`).
         output_dir: where evaluators may write predictions/results (``None``: nowhere).
         tasks: subset of ``instance``/``semantic``/``panoptic`` the evaluator type supports (default: its main
-            task, :data:`DEFAULT_TASKS`). Result keys: ``segm`` (instance AP), ``sem_seg`` (mIoU, ...),
+            task, :func:`default_tasks`). Result keys: ``segm`` (instance AP), ``sem_seg`` (mIoU, ...),
             ``panoptic_seg`` (PQ, SQ, RQ, ``*_th``, ``*_st``).
         distributed: gather predictions from all ranks (detectron2 semantics).
     """
@@ -99,10 +126,12 @@ def build_evaluator(
     evaluator_type = MetadataCatalog.get(dataset_name).get("evaluator_type")
     if evaluator_type not in EVALUATORS:
         raise ValueError(
-            f"Dataset '{dataset_name}' has evaluator_type={evaluator_type!r}; supported: {sorted(EVALUATORS)}"
+            f"Dataset '{dataset_name}' has evaluator_type={evaluator_type!r} in its metadata; supported: "
+            f"{EVALUATORS.names()} (register others with mgfusion.evaluation.register_evaluator_type)"
         )
-    supported = EVALUATORS[evaluator_type]
-    tasks = DEFAULT_TASKS[evaluator_type] if tasks is None else tuple(tasks)
+    spec = EVALUATORS.get(evaluator_type)
+    supported = spec.factories
+    tasks = spec.default_tasks if tasks is None else tuple(tasks)
     unknown = [t for t in tasks if t not in supported]
     if unknown or not tasks:
         raise ValueError(

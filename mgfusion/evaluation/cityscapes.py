@@ -13,8 +13,12 @@ import logging
 import os
 from collections import OrderedDict
 
-from detectron2.evaluation.cityscapes_evaluation import CityscapesInstanceEvaluator as _D2InstanceEvaluator
-from detectron2.evaluation.cityscapes_evaluation import CityscapesSemSegEvaluator as _D2SemSegEvaluator
+from detectron2.evaluation.cityscapes_evaluation import (
+    CityscapesInstanceEvaluator as _D2InstanceEvaluator,
+)
+from detectron2.evaluation.cityscapes_evaluation import (
+    CityscapesSemSegEvaluator as _D2SemSegEvaluator,
+)
 from detectron2.utils import comm
 
 from .compat import cityscapes_numpy2_patches
@@ -30,7 +34,7 @@ def _ground_truth_files(gt_dir: str, processed: list[str], suffix: str) -> list[
     files = []
     for file_name in sorted(set(processed)):
         stem = os.path.splitext(os.path.basename(file_name))[0]
-        stem = stem[: -len(_IMAGE_SUFFIX)] if stem.endswith(_IMAGE_SUFFIX) else stem
+        stem = stem.removesuffix(_IMAGE_SUFFIX)
         path = os.path.join(gt_dir, stem.split("_")[0], f"{stem}_gtFine_{suffix}.png")
         if not os.path.isfile(path):
             raise FileNotFoundError(f"Cityscapes ground truth '{path}' for image '{file_name}' does not exist.")

@@ -1,4 +1,4 @@
-"""Workarounds for detectron2's / cityscapesscripts' evaluators on numpy 2.4 (see shared STACK.md).
+"""Workarounds for detectron2's / cityscapesscripts' evaluators on numpy 2.4 (see docs/install.md).
 
 Nothing here edits installed files: :func:`load_label_png` is passed to ``SemSegEvaluator`` and
 :func:`cityscapes_numpy2_patches` patches the cityscapes modules only while an evaluation runs.
@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-__all__ = ["load_label_png", "cityscapes_numpy2_patches", "to_json_compatible"]
+__all__ = ["cityscapes_numpy2_patches", "load_label_png", "to_json_compatible"]
 
 
 def load_label_png(filename: str, copy: bool = False, dtype: Any = None) -> np.ndarray:

@@ -6,7 +6,7 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-__all__ = ["CLASS_GROUPS", "grouped_class_rows", "grouped_class_markdown", "matching_groupings"]
+__all__ = ["CLASS_GROUPS", "grouped_class_markdown", "grouped_class_rows", "matching_groupings"]
 
 # The paper's Table 4 groups of the Cityscapes thing classes (names as in cityscapesscripts / detectron2).
 CLASS_GROUPS: dict[str, dict[str, tuple[str, ...]]] = {

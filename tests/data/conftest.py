@@ -18,10 +18,3 @@ def tiny(tiny_root) -> Path:
     """Register every dataset name under the tiny root (other tests may register other roots)."""
     mdata.register_all(tiny_root)
     return tiny_root
-
-
-@pytest.fixture(autouse=True)
-def _restore_default_registrations():
-    """Tests register names under temporary roots; give later tests (of any package) the default ones back."""
-    yield
-    mdata.register_all()

@@ -17,7 +17,7 @@ from mgfusion.data import (
 from mgfusion.data.augmentation import ColorJitterTransform, scale_jitter_short_sides
 from mgfusion.data.labelmaps import read_label_png
 
-IDENTITY = dict(policy="none", color_jitter=False, flip_prob=0.0)
+IDENTITY = {"policy": "none", "color_jitter": False, "flip_prob": 0.0}
 
 
 @pytest.fixture(autouse=True)
@@ -60,9 +60,9 @@ def check_contract(out, dataset_dict, task):
 def synthetic_dicts(tmp_path):
     register_synthetic(tmp_path, image_size=64, num_train=2, num_val=2)
     return {
-        "instance": DatasetCatalog.get("synthetic_train")[0],
-        "semantic": DatasetCatalog.get("synthetic_train_sem_seg")[0],
-        "panoptic": DatasetCatalog.get("synthetic_train_panoptic")[0],
+        "instance": DatasetCatalog.get("mgf_synthetic_train")[0],
+        "semantic": DatasetCatalog.get("mgf_synthetic_train_sem_seg")[0],
+        "panoptic": DatasetCatalog.get("mgf_synthetic_train_panoptic")[0],
     }
 
 
@@ -123,7 +123,7 @@ def test_flip_and_colour_jitter(synthetic_dicts):
 
 
 def test_cityscapes_instances_exclude_crowd_and_keep_exact_masks(tiny):
-    d = DatasetCatalog.get("cityscapes_fine_instance_seg_val")[0]
+    d = DatasetCatalog.get("mgf_cityscapes_fine_instance_seg_val")[0]
     out = InstanceTrainMapper(**IDENTITY)(d)
     check_contract(out, d, "instance")
     non_crowd = [a for a in d["annotations"] if not a["iscrowd"]]
@@ -134,7 +134,7 @@ def test_cityscapes_instances_exclude_crowd_and_keep_exact_masks(tiny):
 
 
 def test_cityscapes_panoptic_ignores_void_and_crowd(tiny):
-    d = DatasetCatalog.get("cityscapes_fine_panoptic_val")[0]
+    d = DatasetCatalog.get("mgf_cityscapes_fine_panoptic_val")[0]
     out = PanopticTrainMapper(base_size=96, min_scale=1.0, max_scale=1.0, crop_size=[64, 80])(d)
     check_contract(out, d, "panoptic")
     assert out["image"].shape[1:] == (64, 80)
@@ -152,7 +152,7 @@ def test_coco_polygons_with_lsj(tiny_root, tmp_path):
 
     write_tiny_coco(tmp_path, polygons=True)
     register_all(tmp_path)
-    d = DatasetCatalog.get("coco_2017_val")[0]
+    d = DatasetCatalog.get("mgf_coco_2017_val")[0]
     assert isinstance(d["annotations"][0]["segmentation"], list)
     out = InstanceTrainMapper(policy="lsj", lsj_size=128, min_scale=1.0, max_scale=1.0, color_jitter=False)(d)
     assert out["image"].shape[1:] == (128, 128)
@@ -161,7 +161,7 @@ def test_coco_polygons_with_lsj(tiny_root, tmp_path):
 
 
 def test_ade20k_semantic_ignore_label(tiny):
-    d = DatasetCatalog.get("ade20k_sem_seg_val")[0]
+    d = DatasetCatalog.get("mgf_ade20k_sem_seg_val")[0]
     out = SemanticTrainMapper(base_size=64, min_scale=0.5, max_scale=2.0, crop_size=[32, 32])(d)
     check_contract(out, d, "semantic")
     full = SemanticTrainMapper(**IDENTITY)(d)
@@ -177,7 +177,7 @@ def test_test_mapper_resizes_and_keeps_original_size(synthetic_dicts):
 
 
 def test_errors_name_the_problem(synthetic_dicts, tmp_path):
-    with pytest.raises(ValueError, match="valid: .*lsj"):
+    with pytest.raises(ValueError, match="unknown augmentation policy .jitter.*lsj"):
         InstanceTrainMapper(policy="jitter")
     with pytest.raises(ValueError, match="crop_size"):
         AugmentationConfig(crop_size=(512,))

@@ -10,9 +10,14 @@ from detectron2.data import DatasetCatalog, MetadataCatalog
 
 from mgfusion.data import synthetic
 from mgfusion.data.labelmaps import read_label_png, rgb_to_id
-from mgfusion.data.synthetic import SyntheticConfig, generate, register_synthetic, variant_dir
+from mgfusion.data.synthetic import (
+    SyntheticConfig,
+    generate,
+    register_synthetic,
+    variant_dir,
+)
 
-SMALL = dict(image_size=48, num_train=3, num_val=2)
+SMALL = {"image_size": 48, "num_train": 3, "num_val": 2}
 
 
 def _digests(folder):
@@ -98,16 +103,16 @@ def test_registration_is_lazy_and_generates_once(tmp_path):
     config = register_synthetic(tmp_path, **SMALL)
     folder = variant_dir(tmp_path, config)
     assert not folder.exists()  # nothing written at registration
-    train = DatasetCatalog.get("synthetic_train")
+    train = DatasetCatalog.get("mgf_synthetic_train")
     stamp = (folder / "MANIFEST.json").stat().st_mtime_ns
-    assert len(train) == 3 and len(DatasetCatalog.get("synthetic_val_panoptic")) == 2
+    assert len(train) == 3 and len(DatasetCatalog.get("mgf_synthetic_val_panoptic")) == 2
     assert (folder / "MANIFEST.json").stat().st_mtime_ns == stamp
-    sem = DatasetCatalog.get("synthetic_val_sem_seg")
+    sem = DatasetCatalog.get("mgf_synthetic_val_sem_seg")
     assert all(d["sem_seg_file_name"].endswith(".png") for d in sem)
-    meta = MetadataCatalog.get("synthetic_val_panoptic")
+    meta = MetadataCatalog.get("mgf_synthetic_val_panoptic")
     assert meta.thing_classes == ["disk", "box", "triangle", "ring"] and len(meta.stuff_classes) == 6
     assert meta.evaluator_type == "coco_panoptic_seg" and meta.ignore_label == 255
-    assert MetadataCatalog.get("synthetic_val").thing_dataset_id_to_contiguous_id == {1: 0, 2: 1, 3: 2, 4: 3}
+    assert MetadataCatalog.get("mgf_synthetic_val").thing_dataset_id_to_contiguous_id == {1: 0, 2: 1, 3: 2, 4: 3}
 
 
 def test_bad_config_is_rejected():

@@ -1,4 +1,4 @@
-"""Fixture ``tiny``: the tiny real-layout datasets of mgfusion.data.testing, registered for one test."""
+"""Fixture ``tiny``: the tiny real-layout datasets of mgfusion.data.testing, registered for each test."""
 
 import pytest
 
@@ -13,7 +13,6 @@ def tiny_eval_root(tmp_path_factory):
 
 @pytest.fixture(autouse=True)
 def tiny(tiny_eval_root):
-    """Every test starts with the names registered under the tiny root and ends with the default registrations."""
+    """Every test starts with the mgfusion names registered under the tiny root (registration is explicit)."""
     mdata.register_all(tiny_eval_root)
-    yield tiny_eval_root
-    mdata.register_all()
+    return tiny_eval_root

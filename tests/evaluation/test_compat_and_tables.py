@@ -7,7 +7,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from mgfusion.evaluation import cityscapes_numpy2_patches, grouped_class_markdown, grouped_class_rows, load_label_png
+from mgfusion.evaluation import (
+    cityscapes_numpy2_patches,
+    grouped_class_markdown,
+    grouped_class_rows,
+    load_label_png,
+)
 from mgfusion.evaluation.compat import to_json_compatible
 
 

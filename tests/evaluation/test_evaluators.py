@@ -8,20 +8,20 @@ import torch
 from detectron2.data import DatasetCatalog, MetadataCatalog
 
 from mgfusion.data import register_synthetic
-from mgfusion.evaluation import DEFAULT_TASKS, build_evaluator, ground_truth_outputs
+from mgfusion.evaluation import build_evaluator, default_tasks, ground_truth_outputs
 
 CASES = [
-    ("coco_2017_val", ["instance"], {"segm": "AP"}),
-    ("coco_2017_val_panoptic", ["panoptic"], {"panoptic_seg": "PQ"}),
-    ("coco_2017_val_panoptic_with_sem_seg", ["panoptic", "instance", "semantic"],
+    ("mgf_coco_2017_val", ["instance"], {"segm": "AP"}),
+    ("mgf_coco_2017_val_panoptic", ["panoptic"], {"panoptic_seg": "PQ"}),
+    ("mgf_coco_2017_val_panoptic_with_sem_seg", ["panoptic", "instance", "semantic"],
      {"panoptic_seg": "PQ", "segm": "AP", "sem_seg": "mIoU"}),
-    ("cityscapes_fine_instance_seg_val", ["instance"], {"segm": "AP"}),
-    ("cityscapes_fine_sem_seg_val", ["semantic"], {"sem_seg": "mIoU"}),
-    ("cityscapes_fine_panoptic_val", ["panoptic", "instance", "semantic"],
+    ("mgf_cityscapes_fine_instance_seg_val", ["instance"], {"segm": "AP"}),
+    ("mgf_cityscapes_fine_sem_seg_val", ["semantic"], {"sem_seg": "mIoU"}),
+    ("mgf_cityscapes_fine_panoptic_val", ["panoptic", "instance", "semantic"],
      {"panoptic_seg": "PQ", "segm": "AP", "sem_seg": "mIoU"}),
-    ("ade20k_sem_seg_val", ["semantic"], {"sem_seg": "mIoU"}),
-    ("ade20k_panoptic_val", ["panoptic", "instance", "semantic"], {"panoptic_seg": "PQ", "segm": "AP", "sem_seg": "mIoU"}),
-    ("ade20k_instance_val", ["instance"], {"segm": "AP"}),
+    ("mgf_ade20k_sem_seg_val", ["semantic"], {"sem_seg": "mIoU"}),
+    ("mgf_ade20k_panoptic_val", ["panoptic", "instance", "semantic"], {"panoptic_seg": "PQ", "segm": "AP", "sem_seg": "mIoU"}),
+    ("mgf_ade20k_instance_val", ["instance"], {"segm": "AP"}),
 ]  # fmt: skip
 
 
@@ -29,7 +29,7 @@ def evaluate(name, tasks, corrupt=None, output_dir=None, limit=None):
     evaluator = build_evaluator(name, output_dir, tasks)
     evaluator.reset()
     meta = MetadataCatalog.get(name)
-    tasks = tasks or DEFAULT_TASKS[meta.evaluator_type]
+    tasks = tasks or default_tasks(meta.evaluator_type)
     for d in DatasetCatalog.get(name)[:limit]:
         outputs = ground_truth_outputs(d, meta, tasks)
         evaluator.process([d], [corrupt(outputs) if corrupt else outputs])
@@ -49,12 +49,12 @@ def test_ground_truth_scores_perfectly(tiny, tmp_path, monkeypatch, name, tasks,
 
 
 def test_cityscapes_per_class_ap_and_subset_evaluation(tiny):
-    results = evaluate("cityscapes_fine_instance_seg_val", ["instance"], limit=1)  # 1 of the 2 images
+    results = evaluate("mgf_cityscapes_fine_instance_seg_val", ["instance"], limit=1)  # 1 of the 2 images
     segm = results["segm"]
     assert {"AP-person", "AP-rider", "AP-car", "AP-bicycle", "AP50-truck"} <= set(segm)
     present = [v for k, v in segm.items() if k.startswith("AP-") and not np.isnan(v)]
     assert present and all(v == pytest.approx(100.0) for v in present)
-    sem = evaluate("cityscapes_fine_sem_seg_val", ["semantic"])["sem_seg"]
+    sem = evaluate("mgf_cityscapes_fine_sem_seg_val", ["semantic"])["sem_seg"]
     assert sem["IoU-road"] == pytest.approx(100.0) and sem["mIoU"] == sem["IoU"]
 
 
@@ -65,14 +65,14 @@ def test_wrong_predictions_score_lower(tiny):
     def shift_semantic(outputs):
         return {**outputs, "sem_seg": outputs["sem_seg"].roll(1, dims=0)}
 
-    assert evaluate("coco_2017_val", ["instance"], drop_first_instance)["segm"]["AP"] < 100.0
-    assert evaluate("ade20k_sem_seg_val", ["semantic"], shift_semantic)["sem_seg"]["mIoU"] < 50.0
-    assert evaluate("cityscapes_fine_sem_seg_val", ["semantic"], shift_semantic)["sem_seg"]["mIoU"] < 50.0
-    assert evaluate("cityscapes_fine_instance_seg_val", ["instance"], drop_first_instance)["segm"]["AP"] < 100.0
+    assert evaluate("mgf_coco_2017_val", ["instance"], drop_first_instance)["segm"]["AP"] < 100.0
+    assert evaluate("mgf_ade20k_sem_seg_val", ["semantic"], shift_semantic)["sem_seg"]["mIoU"] < 50.0
+    assert evaluate("mgf_cityscapes_fine_sem_seg_val", ["semantic"], shift_semantic)["sem_seg"]["mIoU"] < 50.0
+    assert evaluate("mgf_cityscapes_fine_instance_seg_val", ["instance"], drop_first_instance)["segm"]["AP"] < 100.0
 
 
 def test_panoptic_instance_ap_maps_thing_ids_and_drops_stuff(tiny):
-    meta = MetadataCatalog.get("ade20k_panoptic_val")
+    meta = MetadataCatalog.get("mgf_ade20k_panoptic_val")
     wall = meta.stuff_classes.index("wall")
 
     def add_stuff_prediction(outputs):
@@ -83,15 +83,15 @@ def test_panoptic_instance_ap_maps_thing_ids_and_drops_stuff(tiny):
 
         return {**outputs, "instances": Instances.cat([instances, extra])}
 
-    results = evaluate("ade20k_panoptic_val", ["instance"], add_stuff_prediction)
+    results = evaluate("mgf_ade20k_panoptic_val", ["instance"], add_stuff_prediction)
     assert results["segm"]["AP"] == pytest.approx(100.0)  # the stuff-class prediction is not a false positive
     assert "AP-person" in results["segm"] and "AP-wall" not in results["segm"]
 
 
 def test_synthetic_default_tasks(tmp_path):
     register_synthetic(tmp_path, image_size=48, num_train=1, num_val=2)
-    for name in ("synthetic_val", "synthetic_val_sem_seg", "synthetic_val_panoptic"):
-        tasks = DEFAULT_TASKS[MetadataCatalog.get(name).evaluator_type]
+    for name in ("mgf_synthetic_val", "mgf_synthetic_val_sem_seg", "mgf_synthetic_val_panoptic"):
+        tasks = default_tasks(MetadataCatalog.get(name).evaluator_type)
         results = evaluate(name, None)
         assert len(results) == len(tasks) == 1
         assert all(v == pytest.approx(100.0) for v in [next(iter(r.values())) for r in results.values()])
@@ -99,10 +99,10 @@ def test_synthetic_default_tasks(tmp_path):
 
 def test_build_evaluator_errors(tiny):
     with pytest.raises(ValueError, match="valid tasks: \\['instance', 'panoptic', 'semantic'\\]"):
-        build_evaluator("coco_2017_val_panoptic_with_sem_seg", None, ["depth"])
+        build_evaluator("mgf_coco_2017_val_panoptic_with_sem_seg", None, ["depth"])
     with pytest.raises(ValueError, match="valid tasks: \\['instance'\\]"):
-        build_evaluator("coco_2017_val", None, ["semantic"])
+        build_evaluator("mgf_coco_2017_val", None, ["semantic"])
     with pytest.raises(ValueError, match="with_sem_seg"):
-        build_evaluator("coco_2017_val_panoptic", None, ["semantic"])
+        build_evaluator("mgf_coco_2017_val_panoptic", None, ["semantic"])
     with pytest.raises(KeyError, match="not registered"):
         build_evaluator("no_such_dataset", None)
