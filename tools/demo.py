@@ -111,7 +111,7 @@ def main() -> None:
     # profiled at 256x256 (upsampled) so that the stride-32 level is 8x8 rather than a degenerate 4x4 map
     t = step(f"2/5 profile {' and '.join(ENCODERS)} on the validation images (SC/EF per stride, recommendation)")
     profile_dir = out / "profile"
-    run([py, "tools/profile_encoders.py", "dataset=synthetic_val_panoptic", f"encoders=[{','.join(ENCODERS)}]",
+    run([py, "tools/profile_encoders.py", "dataset=mgf_synthetic_val_panoptic", f"encoders=[{','.join(ENCODERS)}]",
          f"output_dir={profile_dir}", "max_images=16", "resolution=[256,256]", "batch_size=4", "num_workers=0",
          "device=cpu", "variant=reference", "cost_repeats=2"], env)
     timings["profile_s"] = time.perf_counter() - t

@@ -88,11 +88,13 @@ def images_from_coco_json(json_path: str | os.PathLike, image_root: str | os.Pat
 def images_from_detectron2(name: str) -> list[ImageRecord]:
     """Images (and labels) of a dataset registered in detectron2's ``DatasetCatalog``.
 
-    mgfusion's datasets are registered first; an unknown name raises :class:`SourceError` listing the valid names.
+    A name not registered yet is looked up after registering mgfusion's datasets under ``$DETECTRON2_DATASETS``
+    (names registered by the caller are left as they are); an unknown name raises :class:`SourceError` listing the
+    valid names.
     """
     from detectron2.data import DatasetCatalog, MetadataCatalog
 
-    _register_project_datasets()
+    _register_project_datasets(name)
     if name not in DatasetCatalog.list():
         raise SourceError(f"unknown dataset {name!r}; registered datasets: {', '.join(sorted(DatasetCatalog.list()))}")
     ignore = int(getattr(MetadataCatalog.get(name), "ignore_label", 255))
@@ -112,11 +114,13 @@ def images_from_detectron2(name: str) -> list[ImageRecord]:
     return records
 
 
-def _register_project_datasets() -> None:
-    try:
-        from mgfusion.data import register_all
-    except ImportError:  # pragma: no cover - mgfusion.data always ships with the package
+def _register_project_datasets(name: str) -> None:
+    from detectron2.data import DatasetCatalog
+
+    if name in DatasetCatalog.list():
         return
+    from mgfusion.data import register_all
+
     register_all()
 
 

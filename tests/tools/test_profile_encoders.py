@@ -92,7 +92,7 @@ def test_unknown_names_fail_at_start_with_valid_choices(image_folder, tmp_path):
         run_profile(_settings(image_folder, tmp_path / "a", encoders=["dinov4", "sam2_hiera_micro"]))
     with pytest.raises(ValueError, match="unknown metric variant 'fancy'; valid: reference, paper, corrected"):
         run_profile(_settings(image_folder, tmp_path / "b", variant="fancy"))
-    with pytest.raises(ValueError, match="unknown dataset 'no_such_set'; registered datasets: .*coco_2017_val"):
+    with pytest.raises(ValueError, match="unknown dataset 'no_such_set'; registered datasets: .*mgf_coco_2017_val"):
         run_profile(_settings(None, tmp_path / "c", dataset="no_such_set"))
     assert not (tmp_path / "a" / "per_image.jsonl").exists()
 
@@ -159,12 +159,12 @@ def test_cli_overrides_compose(tmp_path):
     register_hydra_config()  # what the tool does before Hydra composes its config
     with initialize_config_dir(config_dir=str(REPO / "configs" / "tools"), version_base=None):
         cfg = compose("profile_encoders", overrides=[
-            "dataset=synthetic_val_panoptic", "encoders=[dinov3_vitb16,sam2_hiera_micro]", f"output_dir={tmp_path}",
+            "dataset=mgf_synthetic_val_panoptic", "encoders=[dinov3_vitb16,sam2_hiera_micro]", f"output_dir={tmp_path}",
             "max_images=3", "resolution=[64,96]", "device=cpu", "variant=corrected",
             # the README's syntax: new keys in the open maps
             "weights.dinov3_vitb16=ckpt/dinov3_vitb16_pretrain_lvd1689m-73cec8be.pth",
             "encoder_overrides.dinov3_vitb16.neck=raw", "metric_hparams.r1=1", "imports=[my_pkg.my_encoders]"])
-    assert cfg.dataset == "synthetic_val_panoptic" and list(cfg.resolution) == [64, 96]
+    assert cfg.dataset == "mgf_synthetic_val_panoptic" and list(cfg.resolution) == [64, 96]
     assert cfg.variant == "corrected" and cfg.max_images == 3
     assert cfg.weights == {"dinov3_vitb16": "ckpt/dinov3_vitb16_pretrain_lvd1689m-73cec8be.pth"}
     assert cfg.encoder_overrides.dinov3_vitb16.neck == "raw" and cfg.metric_hparams.r1 == 1
@@ -179,12 +179,9 @@ def test_registered_dataset_with_panoptic_labels(tmp_path):
     from mgfusion.data import register_synthetic
 
     register_synthetic(root=tmp_path / "data")
-    try:
-        out = tmp_path / "synthetic"
-        summary = run_profile(_settings(None, out, dataset="synthetic_val_panoptic", max_images=3, cost=False,
-                                        resolution=None, variant="corrected"))
-    finally:
-        register_synthetic()  # back to the default root for other tests
+    out = tmp_path / "synthetic"
+    summary = run_profile(_settings(None, out, dataset="mgf_synthetic_val_panoptic", max_images=3, cost=False,
+                                    resolution=None, variant="corrected"))
     assert summary["num_images"] == 3 and summary["failed_images"] == 0
     for enc in ENCODERS:
         assert 0.0 <= summary["encoders"][enc]["16"]["SC_gt"]["mean"] <= 1.0
