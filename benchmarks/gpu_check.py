@@ -183,12 +183,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    warnings.filterwarnings("ignore")
-    for name in ("mgfusion", "detectron2", "fvcore", "d2"):
-        logging.getLogger(name).setLevel(logging.ERROR)
     mode = "dry_run" if args.dry_run else "quick" if args.quick else "full"
-    if args.threads or args.dry_run:
-        torch.set_num_threads(args.threads or 1)  # the dry run's tensors are too small to gain from threads
     if args.dry_run:
         device = torch.device("cpu")
     elif not torch.cuda.is_available():
@@ -198,6 +193,12 @@ def main(argv: list[str] | None = None) -> int:
     else:
         device = resolve_device(args.device)
         torch.cuda.set_device(device)
+    # process-wide settings of a run (after the early exit, so that calling main() to refuse changes nothing)
+    warnings.filterwarnings("ignore")
+    for name in ("mgfusion", "detectron2", "fvcore", "d2"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    if args.threads or args.dry_run:
+        torch.set_num_threads(args.threads or 1)  # the dry run's tensors are too small to gain from threads
     out = Path(args.out) if args.out else RESULTS / f"gpu_check{'' if mode == 'full' else '_' + mode}.json"
     scratch = Path(tempfile.mkdtemp(prefix="mgf_gpu_check_"))
     ctx = Context(device=device, sizes=DRY_RUN if args.dry_run else FULL, mode=mode, scratch=scratch, args=args)

@@ -4,6 +4,7 @@ JSON it writes, and the verdict logic (a wrong implementation or a non-finite fp
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import subprocess
@@ -129,5 +130,7 @@ def test_config_helpers():
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal on a machine without a GPU")
 def test_full_run_without_a_gpu_exits_2_and_points_to_the_dry_run(capsys):
+    level = logging.getLogger("mgfusion").level
     assert gpu_check.main([]) == 2
     assert "--dry-run" in capsys.readouterr().err
+    assert logging.getLogger("mgfusion").level == level, "refusing must not change the process's logging"
