@@ -1,7 +1,7 @@
 """Multi-scale deformable attention (Deformable DETR), as used by Mask2Former's pixel decoder, in plain PyTorch.
 
-Two interchangeable implementations of the sampling-and-weighting core are registered in
-``DEFORM_ATTN_IMPLS`` and compute the same numbers (bilinear sampling with zero padding outside each level,
+Two interchangeable implementations of the sampling-and-weighting core are registered in the
+``DEFORM_ATTN_IMPLS`` registry and compute the same numbers (bilinear sampling with zero padding outside each level,
 ``align_corners=False`` pixel centres, i.e. the semantics of the original CUDA op):
 
 * ``"grid_sample"``: one ``F.grid_sample`` per level with the heads folded into the batch, accumulated level by
@@ -12,6 +12,10 @@ Two interchangeable implementations of the sampling-and-weighting core are regis
   gradient is the transposed gather (entries sorted by table row, a second ``embedding_bag``, no scatter) and
   the weight/location gradients come from per-corner dot products. Runs in fp32 (fp64 for fp64 inputs); several
   times faster than the grid_sample path on CPU and no large intermediate tensors.
+
+:func:`ms_deform_attn_reference` spells the same definition out corner by corner (explicit reads, autograd for the
+gradients); it is the yardstick both implementations are checked against (tests, ``benchmarks/gpu_check.py``), not a
+registered implementation.
 """
 
 from __future__ import annotations
@@ -23,6 +27,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from mgfusion.utils.registry import Registry
+
 from .layers import small_tensor
 
 __all__ = [
@@ -31,6 +37,7 @@ __all__ = [
     "ms_deform_attn",
     "ms_deform_attn_embedding_bag",
     "ms_deform_attn_grid_sample",
+    "ms_deform_attn_reference",
 ]
 
 SpatialShapes = Sequence[tuple[int, int]]
@@ -67,11 +74,15 @@ def _check_inputs(
         )
 
 
+DEFORM_ATTN_IMPLS: Registry[DeformAttnFn] = Registry("deformable attention implementation")
+
+
 def _compute_dtype(x: Tensor) -> torch.dtype:
     """fp32 for half types, else the tensor's own float dtype (fp64 stays fp64)."""
     return torch.promote_types(x.dtype, torch.float32)
 
 
+@DEFORM_ATTN_IMPLS.register("grid_sample")
 def ms_deform_attn_grid_sample(
     value: Tensor, spatial_shapes: SpatialShapes, sampling_locations: Tensor, attention_weights: Tensor
 ) -> Tensor:
@@ -213,7 +224,7 @@ def _bilinear_weights(frac: Tensor, attention: Tensor) -> Tensor:
 
 
 def _transposed_gather(
-    layout: "_PaddedLevels", rows: Tensor, frac: Tensor, attention: Tensor, grad: Tensor
+    layout: _PaddedLevels, rows: Tensor, frac: Tensor, attention: Tensor, grad: Tensor
 ) -> Tensor:
     """Value-table gradient of the weighted gather: ``grad_table[r] = sum of weight * grad[bag]`` over entries at r.
 
@@ -260,7 +271,7 @@ class _GatherDeformAttn(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, value, sampling_locations, attention_weights, spatial_shapes):  # noqa: D102
+    def forward(ctx, value, sampling_locations, attention_weights, spatial_shapes):
         batch, _, heads, head_dim = value.shape
         num_queries = sampling_locations.shape[1]
         dtype = _compute_dtype(value)
@@ -278,7 +289,7 @@ class _GatherDeformAttn(torch.autograd.Function):
 
     @staticmethod
     @torch.autograd.function.once_differentiable
-    def backward(ctx, grad_out):  # noqa: D102
+    def backward(ctx, grad_out):
         table, rows, frac, inside, attention = ctx.saved_tensors
         layout: _PaddedLevels = ctx.layout
         head_dim = table.shape[-1]
@@ -316,6 +327,7 @@ def _corner_dots(rows: Tensor, table: Tensor, grad: Tensor) -> Tensor:
     return dots.view(rows.shape)
 
 
+@DEFORM_ATTN_IMPLS.register("embedding_bag")
 def ms_deform_attn_embedding_bag(
     value: Tensor, spatial_shapes: SpatialShapes, sampling_locations: Tensor, attention_weights: Tensor
 ) -> Tensor:
@@ -328,19 +340,44 @@ def ms_deform_attn_embedding_bag(
     return _GatherDeformAttn.apply(value, sampling_locations, attention_weights, spatial_shapes)
 
 
-DEFORM_ATTN_IMPLS: dict[str, DeformAttnFn] = {
-    "grid_sample": ms_deform_attn_grid_sample,
-    "embedding_bag": ms_deform_attn_embedding_bag,
-}
+def ms_deform_attn_reference(
+    value: Tensor, spatial_shapes: SpatialShapes, sampling_locations: Tensor, attention_weights: Tensor
+) -> Tensor:
+    """The definition, corner by corner: for every level and each of the 4 bilinear corners, read the value at the
+    corner (zero outside the map), weight it by its bilinear and attention weights and add it up.
+
+    Slow and memory-hungry (one (B, Lq, M, P, D) read per level and corner) but obviously right; gradients come from
+    autograd. Run it in float64 as the yardstick for the registered implementations. Same arguments and result as
+    :func:`ms_deform_attn_grid_sample`, computed in value's dtype.
+    """
+    _check_inputs(value, spatial_shapes, sampling_locations, attention_weights)
+    batch, _, heads, head_dim = value.shape
+    num_queries = sampling_locations.shape[1]
+    out = value.new_zeros(batch, num_queries, heads, head_dim)
+    image = torch.arange(batch, device=value.device).view(batch, 1, 1, 1)
+    head = torch.arange(heads, device=value.device).view(1, 1, heads, 1)
+    start = 0
+    for level, (height, width) in enumerate(spatial_shapes):
+        height, width = int(height), int(width)
+        level_value = value[:, start : start + height * width].reshape(batch, height, width, heads, head_dim)
+        start += height * width
+        x = sampling_locations[:, :, :, level, :, 0] * width - 0.5  # (B, Lq, M, P) pixel coordinates
+        y = sampling_locations[:, :, :, level, :, 1] * height - 0.5
+        x0, y0 = x.detach().floor(), y.detach().floor()
+        for dy in (0, 1):
+            for dx in (0, 1):
+                xi, yi = x0 + dx, y0 + dy
+                bilinear = (1 - (x - xi).abs()) * (1 - (y - yi).abs())
+                inside = (xi >= 0) & (xi < width) & (yi >= 0) & (yi < height)
+                read = level_value[image, yi.clamp(0, height - 1).long(), xi.clamp(0, width - 1).long(), head]
+                weight = attention_weights[:, :, :, level] * bilinear * inside
+                out = out + (weight.unsqueeze(-1) * read).sum(3)
+    return out.reshape(batch, num_queries, heads * head_dim)
 
 
 def _get_impl(name: str) -> DeformAttnFn:
-    try:
-        return DEFORM_ATTN_IMPLS[name]
-    except KeyError:
-        raise ValueError(
-            f"unknown deformable attention implementation {name!r}; valid: {sorted(DEFORM_ATTN_IMPLS)}"
-        ) from None
+    """The registered implementation ``name`` (RegistryError, a ValueError, names the valid ones)."""
+    return DEFORM_ATTN_IMPLS.get(name)
 
 
 def ms_deform_attn(
@@ -358,7 +395,7 @@ def ms_deform_attn(
         spatial_shapes: L pairs (H_l, W_l) of Python ints (no host sync needed).
         sampling_locations: (B, Lq, M, L, P, 2) normalized (x, y) in [0, 1]; outside reads zeros.
         attention_weights: (B, Lq, M, L, P).
-        impl: a key of ``DEFORM_ATTN_IMPLS`` ("embedding_bag" or "grid_sample").
+        impl: a name in ``DEFORM_ATTN_IMPLS`` ("embedding_bag" or "grid_sample").
 
     Returns:
         (B, Lq, M*D) in value's dtype.
@@ -374,7 +411,7 @@ class MSDeformAttn(nn.Module):
         num_heads: heads M (C must be divisible by M).
         num_levels: feature levels L.
         num_points: sampling points P per head and level.
-        impl: deformable attention core, a key of ``DEFORM_ATTN_IMPLS``.
+        impl: deformable attention core, a name in ``DEFORM_ATTN_IMPLS``.
     """
 
     def __init__(

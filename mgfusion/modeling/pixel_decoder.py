@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 
 import torch
@@ -12,9 +13,14 @@ from torch import Tensor, nn
 
 from .deform_attn import MSDeformAttn
 from .layers import dropout_or_identity, feed_forward
-from .position_encoding import sine_position_embedding
+from .position_encoding import ORIGINAL_POS_EPS, sine_position_embedding
 
-__all__ = ["DeformableEncoderLayer", "MSDeformAttnPixelDecoder"]
+__all__ = ["PIXEL_DECODER_PRECISIONS", "DeformableEncoderLayer", "MSDeformAttnPixelDecoder"]
+
+#: ``precision`` settings of :class:`MSDeformAttnPixelDecoder` (docs/mask2former_head.md):
+#: ``fp32`` runs the whole pixel decoder in float32 with autocast off, as the original Mask2Former does;
+#: ``autocast`` runs it under the caller's autocast (offsets, attention softmax and sampling stay float32).
+PIXEL_DECODER_PRECISIONS = ("fp32", "autocast")
 
 
 class DeformableEncoderLayer(nn.Module):
@@ -77,6 +83,10 @@ class MSDeformAttnPixelDecoder(nn.Module):
         transformer_in_features: the subset refined by the deformable encoder.
         common_stride: stride of the mask features.
         deform_attn_impl: deformable attention core (see ``DEFORM_ATTN_IMPLS``).
+        precision: ``fp32`` (the original's: float32 with autocast off, half-precision inputs upcast; float64
+            inputs stay float64) or ``autocast`` (the caller's autocast applies); see ``PIXEL_DECODER_PRECISIONS``.
+        pos_embed_eps: normaliser offset of the sine positions, which divide by (H + eps); the default is the
+            original's 1e-6, 0 divides by H.
     """
 
     def __init__(
@@ -95,8 +105,17 @@ class MSDeformAttnPixelDecoder(nn.Module):
         transformer_in_features: Sequence[str] = ("res3", "res4", "res5"),
         common_stride: int = 4,
         deform_attn_impl: str = "embedding_bag",
+        precision: str = "fp32",
+        pos_embed_eps: float = ORIGINAL_POS_EPS,
     ) -> None:
         super().__init__()
+        if precision not in PIXEL_DECODER_PRECISIONS:
+            raise ValueError(f"pixel decoder precision={precision!r} is not one of {list(PIXEL_DECODER_PRECISIONS)} "
+                             "(model.pixel_decoder.precision)")
+        if not pos_embed_eps >= 0:
+            raise ValueError(f"pos_embed_eps must be >= 0, got {pos_embed_eps} (model.pixel_decoder.pos_embed_eps)")
+        self.precision = precision
+        self.pos_embed_eps = float(pos_embed_eps)
         missing = [name for name in in_features if name not in input_shape]
         if missing:
             raise ValueError(
@@ -182,15 +201,29 @@ class MSDeformAttnPixelDecoder(nn.Module):
         Returns:
             mask_features: (B, mask_dim, H / common_stride, W / common_stride).
             multi_scale_features: the encoder outputs, coarse to fine (res5, res4, res3 by default),
-                each (B, conv_dim, H_l, W_l).
+                each (B, conv_dim, H_l, W_l). float32 (float64 for float64 inputs) with ``precision="fp32"``.
         """
+        if self.precision == "autocast":
+            return self._decode(features)
+        used = {name: features[name] for name in self.in_features}
+        device_type = next(iter(used.values())).device.type
+        no_autocast = (
+            torch.autocast(device_type=device_type, enabled=False)
+            if torch.amp.is_autocast_available(device_type)
+            else contextlib.nullcontext()  # a device without autocast runs in the inputs' dtype anyway
+        )
+        with no_autocast:
+            return self._decode({name: x.to(torch.promote_types(x.dtype, torch.float32)) for name, x in used.items()})
+
+    def _decode(self, features: dict[str, Tensor]) -> tuple[Tensor, list[Tensor]]:
+        """The decoder body, in whatever precision context :meth:`forward` set up."""
         srcs, positions, spatial_shapes = [], [], []
         for level, name in enumerate(self.transformer_in_features):
             x = self.input_proj[level](features[name])
             height, width = x.shape[-2:]
             spatial_shapes.append((int(height), int(width)))
             srcs.append(x.flatten(2).transpose(1, 2))
-            pos = sine_position_embedding(height, width, self.conv_dim, device=x.device)
+            pos = sine_position_embedding(height, width, self.conv_dim, eps=self.pos_embed_eps, device=x.device)
             positions.append(pos + self.level_embed[level])
         src = torch.cat(srcs, dim=1)
         pos = torch.cat(positions, dim=0).unsqueeze(0).to(src.dtype)

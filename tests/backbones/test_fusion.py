@@ -1,4 +1,5 @@
-"""Master-auxiliary fusion: the paper's `replace` (SPEC §5.3), learnable extensions, gradients, preprocessing."""
+"""Master-auxiliary fusion: the paper's `replace` (docs/fusion.md), learnable extensions, gradients, preprocessing;
+the tensor-level tests run on every device (tests/conftest.py)."""
 
 import json
 from pathlib import Path
@@ -21,11 +22,11 @@ from mgfusion.modeling.backbone import EncoderBackbone
 CONFIGS = Path(__file__).resolve().parents[2] / "configs" / "backbone"
 
 
-def test_replace_subsamples_channels_evenly_and_resizes_bilinearly():
+def test_replace_subsamples_channels_evenly_and_resizes_bilinearly(device):
     op = build_injection("replace", master_channels=4, aux_channels=10)
     assert sum(p.numel() for p in op.parameters()) == 0
-    master = torch.randn(2, 4, 6, 8, dtype=torch.bfloat16)
-    aux = torch.randn(2, 10, 3, 4)
+    master = torch.randn(2, 4, 6, 8, dtype=torch.bfloat16).to(device)
+    aux = torch.randn(2, 10, 3, 4).to(device)
     out = op(master, aux)
     assert out.dtype == torch.bfloat16 and out.shape == (2, 4, 6, 8)
     expected = F.interpolate(aux.bfloat16(), size=(6, 8), mode="bilinear", align_corners=False)[:, [0, 2, 5, 7]]
@@ -46,13 +47,13 @@ def test_replace_pads_with_per_pixel_channel_mean():
 
 
 @pytest.mark.parametrize("name", ["add", "gated", "concat"])
-def test_learnable_operators_are_identity_at_init_then_learn(name):
+def test_learnable_operators_are_identity_at_init_then_learn(name, device):
     torch.manual_seed(0)
-    op = build_injection(name, master_channels=16, aux_channels=24)
-    master, aux = torch.randn(2, 16, 8, 8), torch.randn(2, 24, 4, 4)
+    op = build_injection(name, master_channels=16, aux_channels=24).to(device)
+    master, aux = torch.randn(2, 16, 8, 8).to(device), torch.randn(2, 24, 4, 4).to(device)
     torch.testing.assert_close(op(master, aux), master, rtol=1e-6, atol=1e-6)
     opt = torch.optim.SGD(op.parameters(), lr=0.1)
-    target = torch.randn(2, 16, 8, 8)
+    target = torch.randn(2, 16, 8, 8).to(device)
     losses = []
     for _ in range(5):
         loss = F.mse_loss(op(master, aux), target)
@@ -75,9 +76,9 @@ def _micro_fusion(**kw):
     return FusionBackbone(master=build_encoder("dinov3_micro16"), auxiliary=build_encoder("sam2_hiera_micro"), **kw)
 
 
-def test_fusion_replaces_exactly_the_chosen_level():
-    fb = _micro_fusion(inject={16: "replace"}).eval()
-    x = torch.randn(2, 3, 64, 96)
+def test_fusion_replaces_exactly_the_chosen_level(device):
+    fb = _micro_fusion(inject={16: "replace"}).eval().to(device)
+    x = torch.randn(2, 3, 64, 96).to(device)
     with torch.no_grad():
         out = fb(x)
         master = fb.master(x)
@@ -89,10 +90,10 @@ def test_fusion_replaces_exactly_the_chosen_level():
     assert fb.last_injected == (16,)
 
 
-def test_gradients_reach_master_never_auxiliary():
-    fb = _micro_fusion(inject={16: "replace"}).train()
+def test_gradients_reach_master_never_auxiliary(device):
+    fb = _micro_fusion(inject={16: "replace"}).train().to(device)
     assert fb.auxiliary.frozen and not fb.auxiliary.training and fb.master.training
-    out = fb(torch.randn(2, 3, 64, 64))
+    out = fb(torch.randn(2, 3, 64, 64).to(device))
     sum(f.float().square().mean() for f in out.values()).backward()
     assert all(p.grad is None and not p.requires_grad for p in fb.auxiliary.parameters())
     replaced = fb.master.neck.proj["16"].weight
@@ -161,10 +162,10 @@ def test_fusion_config_errors_name_the_problem():
         _micro_fusion(inject_from_profile="/nonexistent/summary.json")
 
 
-def test_fusion_inside_detectron2_adapter():
-    bb = EncoderBackbone(encoder=_micro_fusion(inject={16: "replace"})).eval()
+def test_fusion_inside_detectron2_adapter(device):
+    bb = EncoderBackbone(encoder=_micro_fusion(inject={16: "replace"})).eval().to(device)
     with torch.no_grad():
-        out = bb(torch.randn(1, 3, 96, 64))
+        out = bb(torch.randn(1, 3, 96, 64).to(device))
     for name, spec in bb.output_shape().items():
         assert out[name].shape[1] == spec.channels and out[name].shape[-1] == 64 // spec.stride
 
@@ -191,7 +192,8 @@ def test_paper_configs_name_the_paper_encoders():
 
 
 def test_dynamic_stride_reproduction_picks_argmax_of_batch_reference_ef():
-    """The authors' per-batch rule (SPEC §4): replace the aux level whose batch-summed reference EF is highest."""
+    """The authors' per-batch rule (docs/differences.md, B10): replace the aux level whose batch-summed reference EF
+    is highest."""
     from mgfusion.metrics import compute_metrics
 
     torch.manual_seed(0)

@@ -1,4 +1,5 @@
-"""Multi-scale deformable attention against a plain bilinear-sampling reference written here."""
+"""Multi-scale deformable attention: both implementations against the corner-by-corner reference, on every device
+(the CPU float64 reference is the yardstick for the device results)."""
 
 from __future__ import annotations
 
@@ -6,31 +7,8 @@ import pytest
 import torch
 
 from mgfusion.modeling import DEFORM_ATTN_IMPLS, MSDeformAttn, ms_deform_attn
-
-
-def reference_ms_deform_attn(value, spatial_shapes, locations, weights):
-    """Explicit 4-corner bilinear reads per level, zero outside the map, pixel centres at (i + 0.5) / size."""
-    batch, _, heads, dim = value.shape
-    _, num_queries, _, _, num_points, _ = locations.shape
-    out = value.new_zeros(batch, num_queries, heads, dim)
-    b_idx = torch.arange(batch).view(batch, 1, 1, 1)
-    m_idx = torch.arange(heads).view(1, 1, heads, 1)
-    start = 0
-    for level, (h, w) in enumerate(spatial_shapes):
-        level_value = value[:, start : start + h * w].reshape(batch, h, w, heads, dim)
-        start += h * w
-        x = locations[:, :, :, level, :, 0] * w - 0.5  # (B, Lq, M, P)
-        y = locations[:, :, :, level, :, 1] * h - 0.5
-        x0, y0 = x.detach().floor(), y.detach().floor()
-        for dy in (0, 1):
-            for dx in (0, 1):
-                xi, yi = x0 + dx, y0 + dy
-                corner_weight = (1 - (x - xi).abs()) * (1 - (y - yi).abs())
-                valid = (xi >= 0) & (xi < w) & (yi >= 0) & (yi < h)
-                read = level_value[b_idx, yi.clamp(0, h - 1).long(), xi.clamp(0, w - 1).long(), m_idx]
-                contribution = (weights[:, :, :, level] * corner_weight * valid).unsqueeze(-1) * read
-                out = out + contribution.sum(3)
-    return out.reshape(batch, num_queries, heads * dim)
+from mgfusion.modeling.deform_attn import ms_deform_attn_reference
+from mgfusion.utils.registry import RegistryError
 
 
 def random_inputs(spatial_shapes, *, batch=2, queries=7, heads=2, dim=3, points=3, dtype=torch.float64, seed=0):
@@ -53,35 +31,53 @@ SHAPES = [
 ]
 
 
+def test_reference_reads_pixel_centres_interpolates_between_them_and_reads_zero_outside():
+    # one level of 2 x 3 pixels, one head of 1 channel; the value of pixel (row r, col c) is 10 r + c
+    value = torch.tensor([[0.0, 1.0, 2.0], [10.0, 11.0, 12.0]], dtype=torch.float64).view(1, 6, 1, 1)
+    centre = [(2 + 0.5) / 3, (1 + 0.5) / 2]  # (x, y) of pixel (1, 2)
+    between = [(0 + 1) / 3, (0 + 0.5) / 2]  # halfway between pixels (0, 0) and (0, 1)
+    edge = [0.0, (0 + 0.5) / 2]  # outer edge of pixel (0, 0): half of it, half zero padding
+    outside = [1.5, 0.5]
+    locations = torch.tensor([centre, between, edge, outside], dtype=torch.float64).view(1, 4, 1, 1, 1, 2)
+    weights = torch.ones(1, 4, 1, 1, 1, dtype=torch.float64)
+    out = ms_deform_attn_reference(value, [(2, 3)], locations, weights)
+    torch.testing.assert_close(out.flatten(), torch.tensor([12.0, 0.5, 0.0, 0.0], dtype=torch.float64))
+    value[0, 0] = 4.0  # pixel (0, 0)
+    out = ms_deform_attn_reference(value, [(2, 3)], locations, weights * 0.5)
+    torch.testing.assert_close(out.flatten(), torch.tensor([6.0, 1.25, 1.0, 0.0], dtype=torch.float64))
+
+
 @pytest.mark.parametrize("impl", sorted(DEFORM_ATTN_IMPLS))
 @pytest.mark.parametrize("spatial_shapes", SHAPES, ids=lambda s: "x".join(f"{h}-{w}" for h, w in s))
-def test_matches_reference_forward_and_gradients(impl, spatial_shapes):
+def test_matches_cpu_float64_reference_forward_and_gradients(impl, spatial_shapes, device):
     inputs = random_inputs(spatial_shapes)
-    ours_in = [t.clone().requires_grad_() for t in inputs]
+    ours_in = [t.to(device).requires_grad_() for t in inputs]
     ref_in = [t.clone().requires_grad_() for t in inputs]
     ours = ms_deform_attn(ours_in[0], spatial_shapes, ours_in[1], ours_in[2], impl=impl)
-    ref = reference_ms_deform_attn(ref_in[0], spatial_shapes, ref_in[1], ref_in[2])
-    torch.testing.assert_close(ours, ref, rtol=1e-10, atol=1e-10)
+    ref = ms_deform_attn_reference(ref_in[0], spatial_shapes, ref_in[1], ref_in[2])
+    assert ours.device.type == device.type
+    torch.testing.assert_close(ours.cpu(), ref, rtol=1e-10, atol=1e-10)
     grad_out = torch.randn_like(ref)
-    ours_grads = torch.autograd.grad(ours, ours_in, grad_out)
+    ours_grads = torch.autograd.grad(ours, ours_in, grad_out.to(device))
     ref_grads = torch.autograd.grad(ref, ref_in, grad_out)
     for name, g_ours, g_ref in zip(["value", "locations", "weights"], ours_grads, ref_grads):
-        torch.testing.assert_close(g_ours, g_ref, rtol=1e-9, atol=1e-9, msg=f"{impl}: gradient of {name} differs")
+        torch.testing.assert_close(g_ours.cpu(), g_ref, rtol=1e-9, atol=1e-9, msg=f"{impl}: gradient of {name} differs")
 
 
 @pytest.mark.parametrize("impl", sorted(DEFORM_ATTN_IMPLS))
-def test_float32_matches_float64_reference(impl):
+def test_float32_matches_float64_reference(impl, device):
     spatial_shapes = [(16, 12), (8, 6), (4, 3)]
     value, locations, weights = random_inputs(spatial_shapes, queries=50, heads=4, dim=8, points=4, seed=3)
-    ref = reference_ms_deform_attn(value, spatial_shapes, locations, weights)
-    ours = ms_deform_attn(value.float(), spatial_shapes, locations.float(), weights.float(), impl=impl)
-    assert ours.dtype == torch.float32
-    torch.testing.assert_close(ours.double(), ref, rtol=1e-5, atol=1e-5)
+    ref = ms_deform_attn_reference(value, spatial_shapes, locations, weights)
+    value, locations, weights = (t.float().to(device) for t in (value, locations, weights))
+    ours = ms_deform_attn(value, spatial_shapes, locations, weights, impl=impl)
+    assert ours.dtype == torch.float32 and ours.device.type == device.type
+    torch.testing.assert_close(ours.cpu().double(), ref, rtol=1e-5, atol=1e-5)
 
 
-def test_points_far_outside_read_zero_and_get_zero_gradient():
+def test_points_far_outside_read_zero_and_get_zero_gradient(device):
     spatial_shapes = [(4, 4), (2, 2)]
-    value, locations, weights = random_inputs(spatial_shapes, seed=5)
+    value, locations, weights = (t.to(device) for t in random_inputs(spatial_shapes, seed=5))
     locations = torch.where(torch.rand_like(locations) < 0.5, locations - 3.0, locations + 3.0)
     for impl in DEFORM_ATTN_IMPLS:
         loc = locations.clone().requires_grad_()
@@ -91,18 +87,18 @@ def test_points_far_outside_read_zero_and_get_zero_gradient():
         assert grad.abs().max() == 0
 
 
-def test_implementations_agree_on_module_output_and_grads():
+def test_implementations_agree_on_module_output_and_grads(device):
     torch.manual_seed(0)
     spatial_shapes = [(8, 10), (4, 5), (2, 3)]
-    module = MSDeformAttn(32, num_heads=4, num_levels=3, num_points=2)
+    module = MSDeformAttn(32, num_heads=4, num_levels=3, num_points=2).to(device)
     with torch.no_grad():
         module.sampling_proj.weight.normal_(0, 0.1)
     tokens = sum(h * w for h, w in spatial_shapes)
-    x = torch.randn(2, tokens, 32)
-    reference_points = torch.rand(1, tokens, 2)
+    x = torch.randn(2, tokens, 32).to(device)
+    reference_points = torch.rand(1, tokens, 2).to(device)
     outs, grads = {}, {}
     for impl in sorted(DEFORM_ATTN_IMPLS):
-        module.core, module.impl = DEFORM_ATTN_IMPLS[impl], impl
+        module.core, module.impl = DEFORM_ATTN_IMPLS.get(impl), impl
         xi = x.clone().requires_grad_()
         out = module(xi, reference_points, xi, spatial_shapes)
         assert out.shape == (2, tokens, 32)
@@ -116,16 +112,16 @@ def test_implementations_agree_on_module_output_and_grads():
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=["bf16", "fp16"])
 @pytest.mark.parametrize("impl", sorted(DEFORM_ATTN_IMPLS))
-def test_autocast_close_to_fp32(impl, dtype):
+def test_autocast_close_to_fp32(impl, dtype, device):
     torch.manual_seed(1)
     spatial_shapes = [(8, 8), (4, 4), (2, 2)]
-    module = MSDeformAttn(32, num_heads=4, num_levels=3, num_points=4, impl=impl)
+    module = MSDeformAttn(32, num_heads=4, num_levels=3, num_points=4, impl=impl).to(device)
     tokens = sum(h * w for h, w in spatial_shapes)
-    x = torch.randn(2, tokens, 32)
-    reference_points = torch.rand(1, tokens, 2)
+    x = torch.randn(2, tokens, 32).to(device)
+    reference_points = torch.rand(1, tokens, 2).to(device)
     expected = module(x, reference_points, x, spatial_shapes)
     xi = x.clone().requires_grad_()
-    with torch.autocast("cpu", dtype=dtype):
+    with torch.autocast(device.type, dtype=dtype):
         out = module(xi, reference_points, xi, spatial_shapes)
     assert out.dtype == dtype
     torch.testing.assert_close(out.float(), expected, rtol=0.05, atol=0.05)
@@ -142,6 +138,14 @@ def test_initial_offsets_form_a_ring_per_head():
     torch.testing.assert_close(offsets[:, 0, 0], expected_dirs, atol=1e-6, rtol=0)
     torch.testing.assert_close(offsets[:, 0, 2], 3 * expected_dirs, atol=1e-6, rtol=0)
     assert module.sampling_proj.weight.abs().sum() == 0
+
+
+def test_implementations_are_a_registry_with_helpful_errors():
+    assert DEFORM_ATTN_IMPLS.names() == ["embedding_bag", "grid_sample"]
+    with pytest.raises(RegistryError, match="'grid_sampel'. Did you mean 'grid_sample'"):
+        ms_deform_attn(*random_inputs([(2, 2)])[:1], [(2, 2)], *random_inputs([(2, 2)])[1:], impl="grid_sampel")
+    with pytest.raises(RegistryError, match="already registered"):
+        DEFORM_ATTN_IMPLS.register("grid_sample", ms_deform_attn_reference)
 
 
 def test_bad_inputs_are_reported():

@@ -86,15 +86,21 @@ def test_normalization_and_padding_follow_the_backbone(tiny_model_cfg, tiny_back
     assert batch.tensor[0, :, :40, :33].eq(1).all() and batch.tensor[0, :, 40:].eq(0).all()
 
 
-def test_bf16_autocast_training_and_inference(tiny_model_cfg, tiny_backbone):
-    model = build(tiny_model_cfg, tiny_backbone)
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=["bf16", "fp16"])
+@pytest.mark.parametrize("precision", ["fp32", "autocast"])
+def test_autocast_training_and_inference(tiny_model_cfg, tiny_backbone, device, dtype, precision):
+    model = build(tiny_model_cfg, tiny_backbone, pixel_decoder={"precision": precision}).to(device)
+    assert model.pixel_decoder.precision == precision
     data = make_shapes_dataset(2, size=64, seed=3)
-    with torch.autocast("cpu", dtype=torch.bfloat16):
+    with torch.autocast(device.type, dtype=dtype):
         losses = model.train()(data)
         assert all(v.dtype == torch.float32 and torch.isfinite(v) for v in losses.values())
         sum(losses.values()).backward()
         with torch.no_grad():
             (out,) = model.eval()(data[:1])
+    grads = [p.grad for p in model.parameters() if p.grad is not None]
+    assert grads and all(torch.isfinite(g).all() for g in grads)
+    assert out["sem_seg"].device.type == device.type
     assert out["sem_seg"].dtype == torch.float32 and torch.isfinite(out["sem_seg"]).all()
 
 
@@ -137,6 +143,7 @@ def test_paper_defaults_in_the_full_config():
     pd, td, cr = cfg.pixel_decoder, cfg.transformer_decoder, cfg.criterion
     assert (pd.num_layers, pd.num_heads, pd.num_points, pd.conv_dim, pd.mask_dim, pd.norm) == (6, 8, 4, 256, 256, "GN")
     assert list(pd.transformer_in_features) == ["res3", "res4", "res5"] and pd.common_stride == 4
+    assert (pd.precision, pd.pos_embed_eps) == ("fp32", 1e-6), "the original Mask2Former's pixel decoder numerics"
     assert (td.num_layers, td.hidden_dim, td.num_heads, td.dim_feedforward, td.pre_norm, td.dropout) == (
         9, 256, 8, 2048, False, 0.0,
     )
