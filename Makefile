@@ -23,7 +23,11 @@ test: setup
 bench: setup
 	@$(PY) -m pip install -q -e ".[bench]"
 	@$(PY) -c "import mask2former" 2>/dev/null || $(PY) -m pip install -q --no-deps --no-build-isolation maskformer2==0.1
-	@for b in benchmarks/*.py; do echo "[bench] $$b"; $(PY) $$b || exit 1; done
+	@gpu=$$($(PY) -c "import torch; print(int(torch.cuda.is_available()))"); \
+	for b in benchmarks/*.py; do \
+		args=; [ "$$b" = benchmarks/gpu_check.py ] && [ "$$gpu" = 0 ] && args=--dry-run; \
+		echo "[bench] $$b $$args"; $(PY) $$b $$args || exit 1; \
+	done
 
 clean-demo:
 	rm -rf $(DEMO_OUT)
