@@ -15,13 +15,16 @@ from detectron2.modeling import BACKBONE_REGISTRY, Backbone, ShapeSpec
 from torch import nn
 
 from mgfusion.backbones import build_encoder
+from mgfusion.backbones.registry import check_encoder_weights
 
 #: detectron2 level names for the pyramid strides.
 STRIDE_TO_NAME = {4: "res2", 8: "res3", 16: "res4", 32: "res5"}
 
 
 def add_mgfusion_config(cfg: CfgNode) -> CfgNode:
-    """Add ``cfg.MODEL.MGFUSION`` (ENCODER, WEIGHTS, FREEZE, NECK) for yacs users of :class:`EncoderBackbone`."""
+    """Add ``cfg.MODEL.MGFUSION`` (ENCODER, WEIGHTS, FREEZE, NECK, SIZE_DIVISIBILITY) for yacs users of
+    :class:`EncoderBackbone`. WEIGHTS: a weights file, ``hub`` or ``random``; left empty, a foundation encoder is
+    refused (random initialisation must be asked for), a micro encoder is built randomly initialised."""
     cfg.MODEL.MGFUSION = CfgNode()
     cfg.MODEL.MGFUSION.ENCODER = "dinov3_vitb16"
     cfg.MODEL.MGFUSION.WEIGHTS = ""
@@ -64,6 +67,7 @@ class EncoderBackbone(Backbone):
     @classmethod
     def from_config(cls, cfg: CfgNode, input_shape: ShapeSpec | None = None) -> dict[str, Any]:
         m = cfg.MODEL.MGFUSION
+        check_encoder_weights(m.ENCODER, m.WEIGHTS, key="MODEL.MGFUSION.WEIGHTS")
         kwargs: dict[str, Any] = {"weights": m.WEIGHTS or None, "freeze": bool(m.FREEZE)}
         if m.NECK:
             kwargs["neck"] = m.NECK
