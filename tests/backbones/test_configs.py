@@ -39,8 +39,10 @@ def test_every_registered_encoder_has_a_node_that_builds_it():
             with pytest.raises(MissingWeightsError, match=rf"backbone.weights is not set, so the foundation encoder "
                                                           rf"'{stem}' would be trained from random initialisation"):
                 random_init_encoders(node)
-            assert random_init_encoders(_backbone(stem, "backbone.weights=random")) == [f"backbone ({stem})"]
-            assert random_init_encoders(_backbone(stem, "backbone.weights=/w.pth")) == []
+            node.weights = "random"
+            assert random_init_encoders(node) == [f"backbone ({stem})"]
+            node.weights = "/w.pth"
+            assert random_init_encoders(node) == []
         else:
             assert stem in MICRO and random_init_encoders(node) == [f"backbone ({stem})"]
 

@@ -1,4 +1,5 @@
-"""Optimizer parameter groups: weight decay rules, backbone LR multiplier, frozen parameters excluded (SPEC 6)."""
+"""Optimizer parameter groups: weight decay rules, backbone LR multiplier, frozen parameters excluded
+(docs/training.md)."""
 
 from __future__ import annotations
 
