@@ -10,7 +10,7 @@ Two ways to build it:
 
       cfg = add_maskformer_config(add_mgfusion_config(get_cfg()))
       cfg.MODEL.META_ARCHITECTURE = "MaskFormer"
-      cfg.MODEL.BACKBONE.NAME = "EncoderBackbone"        # any registered mgfusion encoder (MODEL.MGFUSION)
+      cfg.MODEL.BACKBONE.NAME = "EncoderBackbone"        # MODEL.MGFUSION: an encoder, or a fusion (AUXILIARY)
       model = detectron2.modeling.build_model(cfg)
 
   ``MODEL.PIXEL_MEAN``/``PIXEL_STD`` are not used (the backbone's own RGB statistics are); inputs are RGB

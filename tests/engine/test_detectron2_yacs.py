@@ -17,11 +17,12 @@ from mgfusion.modeling.meta_arch import add_maskformer_config
 from tests.engine.helpers import compose_train
 
 
-def _yacs(encoder: str = "sam2_hiera_micro", **head):
+def _yacs(encoder: str = "sam2_hiera_micro", auxiliary: str = "", **head):
     cfg = add_maskformer_config(add_mgfusion_config(get_cfg()))
     cfg.MODEL.META_ARCHITECTURE = "MaskFormer"
     cfg.MODEL.BACKBONE.NAME = "EncoderBackbone"
     cfg.MODEL.MGFUSION.ENCODER = encoder
+    cfg.MODEL.MGFUSION.AUXILIARY = auxiliary
     cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES = 3
     cfg.MODEL.DEVICE = "cpu"
     for key, value in head.items():
@@ -34,17 +35,22 @@ def _structure(model: torch.nn.Module) -> dict[str, tuple[int, ...]]:
     return {k: tuple(v.shape) for k, v in model.state_dict().items()}
 
 
-def test_defaults_build_the_same_architecture_as_the_hydra_config():
-    torch.manual_seed(0)
-    yacs_model = build_model(_yacs())
-    node = compose_train("backbone=sam2_hiera_micro", "model=mask2former", "dataset=tiny_shapes",
+@pytest.mark.parametrize("encoder, auxiliary, hydra_backbone", [
+    ("sam2_hiera_micro", "", "sam2_hiera_micro"),
+    ("dinov3_micro16", "sam2_hiera_micro", "fusion_micro_d3s2"),  # the fusion backbone (stride 16, replace)
+])
+def test_defaults_build_the_same_architecture_as_the_hydra_config(encoder, auxiliary, hydra_backbone):
+    yacs_model = build_model(_yacs(encoder, auxiliary))
+    node = compose_train(f"backbone={hydra_backbone}", "model=mask2former", "dataset=tiny_shapes",
                          "dataset.register.root=unused", "dataset.num_queries=100")
     hydra_model = instantiate(node.model, backbone=build_backbone(node.backbone), metadata=None)
     assert isinstance(yacs_model, MaskFormer) and _structure(yacs_model) == _structure(hydra_model)
+    trainable = {k for k, p in yacs_model.named_parameters() if p.requires_grad}
+    assert trainable == {k for k, p in hydra_model.named_parameters() if p.requires_grad}  # frozen auxiliary too
     assert (yacs_model.num_queries, len(yacs_model.transformer_decoder.layers), yacs_model.size_divisibility) == (
         100, 9, 32)
     assert yacs_model.criterion.num_points == 12544 and yacs_model.criterion.matcher.num_points == 12544
-    assert yacs_model.pixel_mean.flatten().tolist() == pytest.approx([123.675, 116.28, 103.53])  # the encoder's RGB
+    assert yacs_model.pixel_mean.flatten().tolist() == pytest.approx(list(yacs_model.backbone.pixel_mean))
 
 
 def test_built_from_yacs_it_trains_and_predicts():
@@ -80,3 +86,5 @@ def test_yacs_route_errors_name_the_fix():
                                                   "'dinov3_vitb16' would be trained from random initialisation.*"
                                                   "MODEL.MGFUSION.WEIGHTS=random"):
         build_model(_yacs("dinov3_vitb16"))
+    with pytest.raises(MissingWeightsError, match="MODEL.MGFUSION.AUXILIARY_WEIGHTS is not set.*'sam2_hiera_bplus'"):
+        build_model(_yacs("dinov3_micro16", "sam2_hiera_bplus"))
