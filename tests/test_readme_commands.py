@@ -63,7 +63,8 @@ def documented_commands() -> list[tuple[str, list[str]]]:
                     name, value = _ASSIGN.match(words[0]).groups()
                     variables[name] = value
                     continue
-                expanded = re.sub(r"\$\{?([A-Za-z_][A-Za-z0-9_]*)\}?", lambda m: variables.get(m[1], m[0]), line)
+                expanded = re.sub(r"\$\{?([A-Za-z_][A-Za-z0-9_]*)\}?",
+                                  lambda m, known=variables: known.get(m[1], m[0]), line)
                 argv = shlex.split(expanded, comments=True)
                 if argv[:1] == ["python"] and argv[1].startswith(("tools/", "datasets/")):
                     commands.append((f"{doc}: {' '.join(argv)}"[:150], argv[1:]))
