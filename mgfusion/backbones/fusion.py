@@ -209,8 +209,11 @@ def build_fusion_backbone(
 ) -> FusionBackbone:
     """Hydra-friendly builder: ``fusion = {stride, operator, from_profile, profile_encoder, dynamic}``.
 
-    ``stride`` is an int (the paper), a list of ints (multi-stride) or ``None`` (then ``from_profile`` or
-    ``dynamic`` must be set). Sweep it from the CLI: ``backbone.fusion.stride=4,8,16,32 -m``.
+    Exactly one of three ways chooses the injection stride: ``stride`` (an int, the paper, or a list of ints for
+    multi-stride injection), ``from_profile`` (a profile ``summary.json``: argmax of the auxiliary's EF) or
+    ``dynamic: true`` (per-batch choice, reproduction of the authors' code). Contradictory settings (e.g. a
+    ``stride`` together with ``from_profile``) raise ``ValueError`` instead of one of them being ignored. Sweep the
+    stride from the CLI: ``backbone.fusion.stride=4,8,16,32 -m``.
     """
     fusion = dict(fusion or {})
     unknown = set(fusion) - {"stride", "operator", "from_profile", "profile_encoder", "dynamic"}
@@ -218,16 +221,29 @@ def build_fusion_backbone(
         raise ValueError(f"unknown fusion keys {sorted(unknown)}; valid: stride, operator, from_profile, "
                          "profile_encoder, dynamic")
     op = str(fusion.get("operator") or "replace")
-    stride = fusion.get("stride")
+    stride, profile, dynamic = fusion.get("stride"), fusion.get("from_profile"), bool(fusion.get("dynamic", False))
+    chosen = [f"{k}={v!r}" for k, v, on in (("stride", stride, stride is not None),
+                                          ("from_profile", profile, bool(profile)),
+                                          ("dynamic", dynamic, dynamic)) if on]
+    if len(chosen) != 1:
+        raise ValueError(
+            f"backbone.fusion: {' and '.join(chosen) if chosen else 'none of stride, from_profile, dynamic'} "
+            f"{'are' if chosen else 'is'} set; exactly one of them chooses the injection stride. Keep one and set the "
+            "others to null/false (e.g. backbone.fusion.from_profile=PATH backbone.fusion.stride=null)."
+        )
+    if fusion.get("profile_encoder") and not profile:
+        raise ValueError("backbone.fusion.profile_encoder is set but from_profile is not; it names the auxiliary "
+                         "encoder inside the profile given by from_profile")
     inject = None
-    if stride is not None and not fusion.get("from_profile"):
+    if stride is not None:
         strides = [stride] if isinstance(stride, int) else list(stride)
+        if not strides or any(isinstance(s, bool) or not isinstance(s, int) for s in strides):
+            raise ValueError(f"backbone.fusion.stride must be an int or a non-empty list of ints, got {stride!r}")
         inject = {int(s): op for s in strides}
     return FusionBackbone(
-        master=master, auxiliary=auxiliary, inject=None if fusion.get("dynamic") else inject,
-        inject_from_profile=fusion.get("from_profile"), profile_encoder=fusion.get("profile_encoder"),
-        operator=op, train_master=train_master, aux_input_size=aux_input_size,
-        dynamic_stride=bool(fusion.get("dynamic", False)),
+        master=master, auxiliary=auxiliary, inject=inject, inject_from_profile=profile or None,
+        profile_encoder=fusion.get("profile_encoder"), operator=op, train_master=train_master,
+        aux_input_size=aux_input_size, dynamic_stride=dynamic,
     )
 
 

@@ -21,6 +21,10 @@ sam2_hiera_micro       SAM2 Hiera architecture, 32 dim,       native 4 stages   
 DINOv3 uses timm's ``_qkvb`` variants: the official checkpoints carry qkv biases and the non-``_qkvb`` models would
 silently drop them (STACK.md). Plain-ViT encoders accept ``neck=``, ``neck_channels=``, ``taps=``; every encoder
 accepts ``weights=``, ``strict=`` and ``timm_kwargs=``.
+
+Every encoder with released weights is registered with ``requires_weights=True``: a training config that leaves its
+``weights`` null is refused (``weights=random`` trains it from random initialisation on purpose). The micro
+architectures have no released weights and are exempt.
 """
 
 from __future__ import annotations
@@ -58,23 +62,23 @@ def _with_timm_defaults(factory, model_name: str, family: str, timm_defaults: di
 
 
 for _k, _size in _SIZES.items():
-    register_encoder(f"dinov3_vit{_k}16")(
+    register_encoder(f"dinov3_vit{_k}16", requires_weights=True)(
         _with_timm_defaults(_vit, f"vit_{_size}_patch16_dinov3_qkvb", "dinov3", {}))
-    register_encoder(f"dinov2_vit{_k}14")(
+    register_encoder(f"dinov2_vit{_k}14", requires_weights=True)(
         _with_timm_defaults(_vit, f"vit_{_size}_patch14_dinov2", "dinov2", {"dynamic_img_size": True}))
-    register_encoder(f"dinov2_vit{_k}14_reg")(
+    register_encoder(f"dinov2_vit{_k}14_reg", requires_weights=True)(
         _with_timm_defaults(_vit, f"vit_{_size}_patch14_reg4_dinov2", "dinov2", {"dynamic_img_size": True}))
 
 for _k in ("b", "l"):
     # SAM ViT: keep timm's img_size=1024 (its rel-pos tables are sized for it) and feed multiples of 16;
     # it has no final norm (its conv neck is replaced by mgfusion's pyramid neck).
-    register_encoder(f"samvit_{_k}")(
+    register_encoder(f"samvit_{_k}", requires_weights=True)(
         _with_timm_defaults(_vit, f"samvit_{_SIZES[_k]}_patch16", "samvit", {}, final_norm=False))
 
 for _k, _name in {"t": "tiny", "s": "small", "bplus": "base_plus", "l": "large"}.items():
-    register_encoder(f"sam2_hiera_{_k}")(_with_timm_defaults(_hier, f"sam2_hiera_{_name}", "sam2", {}))
+    register_encoder(f"sam2_hiera_{_k}", requires_weights=True)(_with_timm_defaults(_hier, f"sam2_hiera_{_name}", "sam2", {}))
 
-register_encoder("swin_b")(
+register_encoder("swin_b", requires_weights=True)(
     _with_timm_defaults(
         _hier, "swin_base_patch4_window12_384", "swin", {"strict_img_size": False, "dynamic_img_size": True}
     )

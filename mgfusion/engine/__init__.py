@@ -11,38 +11,49 @@ Pieces (each usable on its own):
 * :class:`Trainer` — hooks + :class:`AccumulatingAMPTrainer` (accumulation, CPU/CUDA autocast, clipping);
 * :func:`build_optimizer` / :func:`build_param_groups` — AdamW groups (norm/embedding WD, backbone LR multiplier);
 * :func:`warmup_poly`, :func:`warmup_multistep`, :func:`warmup_cosine` — LR schedules (``solver.lr_scheduler``);
-* :class:`AtomicCheckpointer` — atomic, weights-only checkpoints with clear errors and resume fallback;
+* :class:`AtomicCheckpointer` — atomic, weights-only, strictly loaded checkpoints with clear errors and resume
+  fallback;
+* :mod:`.run_dir` — run-folder naming and the guards against overwriting or mis-resuming a run;
 * :func:`evaluate` — the dataset's evaluator over every test set;
 * :func:`create_ddp_model`, :func:`launch_workers` — DDP on GPU (NCCL) and CPU (gloo).
 """
 
-from .build import build_backbone, build_model, describe_parameters
+from mgfusion.backbones.registry import MissingWeightsError
+
+from .build import build_backbone, build_model, describe_parameters, random_init_encoders
 from .checkpoint import (
     AtomicCheckpointer,
     CheckpointCorruptError,
     CheckpointError,
     CheckpointUnsafeError,
+    IncompatibleCheckpointError,
     read_checkpoint,
     to_weights_only,
 )
 from .config import DEVICES, micro_batch_size, resolve_device, resolve_seed
-from .data import ResumableTrainingSampler, build_test_loader, build_train_loader, register_datasets
+from .data import ResumableTrainingSampler, build_test_loader, build_train_loader, load_datasets, register_datasets
 from .distributed import create_ddp_model, launch_workers
 from .evaluation import evaluate, format_results, write_metrics_json
 from .grad_clip import CLIPPERS, GradientClipper, build_gradient_clipper, register_clipper
 from .lr_schedules import build_lr_scheduler, warmup_cosine, warmup_multistep, warmup_poly
 from .optim import build_optimizer, build_param_groups, is_norm_module
 from .precision import AMP_DTYPES, Precision, resolve_precision
+from .run_dir import RunDirError
 from .runner import EVAL_METRICS, FINAL_METRICS, run, run_worker
 from .train_loop import AccumulatingAMPTrainer
 from .trainer import Trainer
 
+#: errors a user fixes from the message (missing data/weights, a run folder in the way, a mismatching checkpoint);
+#: tools/train_net.py prints them without a traceback and exits with status 2.
+USER_ERRORS = (CheckpointError, FileNotFoundError, RunDirError, MissingWeightsError)
+
 __all__ = [
-    "build_backbone", "build_model", "describe_parameters",
-    "AtomicCheckpointer", "CheckpointCorruptError", "CheckpointError", "CheckpointUnsafeError", "read_checkpoint",
-    "to_weights_only",
+    "USER_ERRORS", "RunDirError", "MissingWeightsError",
+    "build_backbone", "build_model", "describe_parameters", "random_init_encoders",
+    "AtomicCheckpointer", "CheckpointCorruptError", "CheckpointError", "CheckpointUnsafeError",
+    "IncompatibleCheckpointError", "read_checkpoint", "to_weights_only",
     "DEVICES", "micro_batch_size", "resolve_device", "resolve_seed",
-    "ResumableTrainingSampler", "build_test_loader", "build_train_loader", "register_datasets",
+    "ResumableTrainingSampler", "build_test_loader", "build_train_loader", "load_datasets", "register_datasets",
     "create_ddp_model", "launch_workers",
     "evaluate", "format_results", "write_metrics_json",
     "CLIPPERS", "GradientClipper", "build_gradient_clipper", "register_clipper",

@@ -1,8 +1,11 @@
-"""Model construction from the composed config: ``cfg.backbone`` → encoder → detectron2 backbone → ``cfg.model``."""
+"""Model construction from the composed config: ``cfg.backbone`` → encoder → detectron2 backbone → ``cfg.model``,
+and the check that no foundation encoder is randomly initialised without being asked (:func:`random_init_encoders`)."""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
+from typing import Any
 
 import torch
 from detectron2.data import MetadataCatalog
@@ -11,9 +14,14 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 from torch import nn
 
+from mgfusion.backbones.registry import RANDOM_INIT, check_encoder_weights
 from mgfusion.modeling.backbone import EncoderBackbone
 
-__all__ = ["build_backbone", "build_model", "describe_parameters"]
+__all__ = ["build_backbone", "build_model", "describe_parameters", "random_init_encoders"]
+
+_ENCODER_TARGETS = ("mgfusion.backbones.build_encoder", "mgfusion.backbones.registry.build_encoder")
+_ADAPTER_TARGETS = ("mgfusion.modeling.EncoderBackbone", "mgfusion.modeling.backbone.EncoderBackbone")
+_FUSION_ROLES = ("master", "auxiliary")
 
 logger = logging.getLogger(__name__)
 
@@ -46,6 +54,43 @@ def build_model(cfg: DictConfig, device: torch.device) -> nn.Module:
         logger.warning("%s has no `backbone` submodule: the backbone LR multiplier applies to nothing",
                        type(model).__name__)
     return model.to(device)
+
+
+def random_init_encoders(backbone_cfg: Mapping[str, Any], *, check: bool = True, key: str = "backbone") -> list[str]:
+    """The registered encoders of ``cfg.backbone`` that start from random initialisation, e.g.
+    ``["backbone.master (dinov3_vitb16)"]``.
+
+    Encoders are found as ``build_encoder`` nodes (``name`` + ``weights``), ``EncoderBackbone`` nodes
+    (``encoder`` name + ``weights``) and fusion ``master``/``auxiliary`` given as a bare name (no weights).
+    With ``check``, a foundation encoder (registered with ``requires_weights``) whose ``weights`` is null raises
+    :class:`~mgfusion.backbones.registry.MissingWeightsError` naming the key and the ways to set it;
+    ``weights: random`` is the explicit opt-in.
+    """
+    found: list[str] = []
+
+    def encoder(name: str, weights: Any, where: str) -> None:
+        random = not weights or weights == RANDOM_INIT
+        if check and random:
+            check_encoder_weights(name, weights, key=f"{where}.weights")
+        if random:
+            found.append(f"{where} ({name})")
+
+    def visit(node: Any, where: str) -> None:
+        if not isinstance(node, Mapping):
+            return
+        target = node.get("_target_")
+        if target in _ENCODER_TARGETS and isinstance(node.get("name"), str):
+            encoder(node["name"], node.get("weights"), where)
+        elif target in _ADAPTER_TARGETS and isinstance(node.get("encoder"), str):
+            encoder(node["encoder"], node.get("weights"), where)
+        for role in _FUSION_ROLES:
+            if isinstance(node.get(role), str):
+                encoder(node[role], None, f"{where}.{role}")
+        for k, v in node.items():
+            visit(v, f"{where}.{k}")
+
+    visit(backbone_cfg, key)
+    return found
 
 
 def describe_parameters(model: nn.Module, backbone_name: str = "backbone") -> str:

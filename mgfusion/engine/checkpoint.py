@@ -9,6 +9,10 @@
 * **Clear errors.** A truncated or otherwise unreadable file raises :class:`CheckpointCorruptError` naming the file;
   a file holding arbitrary pickled objects raises :class:`CheckpointUnsafeError` (load it with ``trusted=True`` only
   if you trust its source).
+* **Strict loading.** A checkpoint whose keys or shapes do not match the model raises
+  :class:`IncompatibleCheckpointError` naming the missing, unexpected and shape-mismatched keys (a checkpoint of
+  another backbone is never evaluated as a half-random model). ``strict=False`` is the explicit opt-out: the
+  matching subset is loaded, a warning is logged and :attr:`AtomicCheckpointer.incompatible` says what was skipped.
 * **Resume falls back.** :meth:`AtomicCheckpointer.resume_or_load` tries the newest checkpoint in the folder and, if
   it is corrupt, the older ones in turn, logging a warning for each skipped file; it raises only when none is
   readable.
@@ -37,6 +41,7 @@ __all__ = [
     "CheckpointError",
     "CheckpointCorruptError",
     "CheckpointUnsafeError",
+    "IncompatibleCheckpointError",
     "to_weights_only",
     "read_checkpoint",
 ]
@@ -57,6 +62,34 @@ class CheckpointCorruptError(CheckpointError):
 
 class CheckpointUnsafeError(CheckpointError):
     """The checkpoint holds pickled objects other than tensors and plain Python types."""
+
+
+class IncompatibleCheckpointError(CheckpointError):
+    """The checkpoint's keys or shapes do not match the model (strict loading)."""
+
+
+#: the fix printed with an :class:`IncompatibleCheckpointError` raised for the ``weights=`` of a run.
+INCOMPATIBLE_HINT = (
+    "Is it a checkpoint of another backbone or model config? Evaluate/continue it with the config it was trained "
+    "with (config.yaml in its run folder). To initialise only an encoder from its own release file, use the "
+    "encoder's weights key instead (backbone.weights=FILE; fusion: backbone.master.weights=FILE, "
+    "backbone.auxiliary.weights=FILE). weights_strict=false loads the matching subset anyway (logged and recorded "
+    "in the metrics JSON)."
+)
+
+
+def describe_incompatible(missing: list[str], unexpected: list[str], shapes: list[tuple]) -> str:
+    """Indented lines listing (at most 20 of each) missing, unexpected and shape-mismatched keys."""
+
+    def block(title: str, items: list[str]) -> str:
+        if not items:
+            return ""
+        shown = ", ".join(items[:20]) + (f", ... ({len(items) - 20} more)" if len(items) > 20 else "")
+        return f"\n  {title} ({len(items)}): {shown}"
+
+    shape_items = [f"{k} (checkpoint {tuple(a)}, model {tuple(b)})" for k, a, b in shapes]
+    return (block("missing keys", list(missing)) + block("unexpected keys", list(unexpected))
+            + block("shape mismatches", shape_items))
 
 
 def to_weights_only(obj: Any, path: str = "checkpoint") -> Any:
@@ -142,6 +175,9 @@ class AtomicCheckpointer(DetectionCheckpointer):
         save_dir: folder of the checkpoints and the ``last_checkpoint`` pointer.
         save_to_disk: default: only the main process writes.
         file_prefix: name prefix of periodic checkpoints (``<prefix>_0004999.pth``, ``<prefix>_final.pth``).
+        strict: refuse a checkpoint whose model keys/shapes differ from the model's (default); False loads the
+            matching subset with a warning (see :attr:`incompatible`).
+        strict_hint: sentence appended to the strict-loading error (how to fix it in the caller's terms).
         trusted: load with full unpickling (``weights_only=False``); only for files from a trusted source.
         **checkpointables: objects with ``state_dict()`` / ``load_state_dict()`` saved alongside the model.
     """
@@ -153,12 +189,19 @@ class AtomicCheckpointer(DetectionCheckpointer):
         *,
         save_to_disk: bool | None = None,
         file_prefix: str = "model",
+        strict: bool = True,
+        strict_hint: str = "",
         trusted: bool = False,
         **checkpointables: Any,
     ) -> None:
         super().__init__(model, save_dir, save_to_disk=save_to_disk, **checkpointables)
         self.file_prefix = file_prefix
+        self.strict = strict
+        self.strict_hint = strict_hint
         self.trusted = trusted
+        #: keys skipped by the last non-strict load: {"missing": [...], "unexpected": [...], "shape_mismatch": [...]}
+        self.incompatible: dict[str, list[str]] = {}
+        self._loading: str = ""
         #: the checkpoint the last :meth:`resume_or_load` resumed from (None: it started fresh / loaded weights only)
         self.resumed_from: str | None = None
 
@@ -188,10 +231,29 @@ class AtomicCheckpointer(DetectionCheckpointer):
         """Load ``path`` (see :meth:`DetectionCheckpointer.load`); a missing local file raises FileNotFoundError."""
         if path and "://" not in path and not os.path.isfile(path.split("?", 1)[0]):
             raise FileNotFoundError(f"checkpoint {path} does not exist")
+        self._loading, self.incompatible = path, {}
         try:
             return super().load(path, *args, **kwargs)
         finally:
             self._parsed_url_during_load = None  # the base class leaves it set when loading raises
+
+    def _load_model(self, checkpoint: Any) -> Any:
+        """detectron2's model loading, then the strict check (:class:`IncompatibleCheckpointError`)."""
+        incompatible = super()._load_model(checkpoint)
+        missing, unexpected = sorted(incompatible.missing_keys), sorted(incompatible.unexpected_keys)
+        shapes = sorted(incompatible.incorrect_shapes)
+        if not (missing or unexpected or shapes):
+            return incompatible
+        if self.strict:
+            hint = f"\n{self.strict_hint}" if self.strict_hint else ""
+            raise IncompatibleCheckpointError(f"checkpoint {self._loading} does not match the model (strict loading)"
+                                              + describe_incompatible(missing, unexpected, shapes) + hint)
+        self.incompatible = {"missing": missing, "unexpected": unexpected, "shape_mismatch": [k for k, *_ in shapes]}
+        logger.warning(
+            "NON-STRICT LOADING of %s: %d missing, %d unexpected and %d shape-mismatched keys were NOT loaded; "
+            "those parameters keep their initialisation.%s", self._loading, len(missing), len(unexpected),
+            len(shapes), describe_incompatible(missing, unexpected, shapes))
+        return incompatible
 
     def _torch_load(self, f: str) -> dict[str, Any]:
         return read_checkpoint(f, trusted=self.trusted)
@@ -211,8 +273,9 @@ class AtomicCheckpointer(DetectionCheckpointer):
         """Resume from the newest readable checkpoint in ``save_dir`` (``resume``), else load only the model.
 
         With ``resume`` and at least one checkpoint in the folder, corrupt files are skipped with a warning (the
-        next older one is tried); :class:`CheckpointCorruptError` is raised when none can be read. Without
-        checkpoints (or ``resume=False``), ``path`` (may be empty) initializes the model only.
+        next older one is tried); :class:`CheckpointCorruptError` is raised when none can be read; they are always
+        loaded strictly. Without checkpoints (or ``resume=False``), ``path`` (may be empty) initializes the model
+        only, strictly unless :attr:`strict` is False.
         """
         self.resumed_from = None
         candidates = self.checkpoint_candidates() if resume else []
@@ -220,15 +283,19 @@ class AtomicCheckpointer(DetectionCheckpointer):
             return self.load(path or "", checkpointables=[])
         self._remove_stale_temp_files()
         errors = []
-        for candidate in candidates:
-            try:
-                ret = self.load(candidate)
-            except CheckpointCorruptError as e:
-                errors.append(str(e))
-                logger.warning("%s Trying the previous checkpoint.", e)
-            else:
-                self.resumed_from = candidate
-                return ret
+        strict, self.strict = self.strict, True  # the run's own checkpoints always match its model
+        try:
+            for candidate in candidates:
+                try:
+                    ret = self.load(candidate)
+                except CheckpointCorruptError as e:
+                    errors.append(str(e))
+                    logger.warning("%s Trying the previous checkpoint.", e)
+                else:
+                    self.resumed_from = candidate
+                    return ret
+        finally:
+            self.strict = strict
         raise CheckpointCorruptError(
             f"no readable checkpoint in {self.save_dir} to resume from:\n  " + "\n  ".join(errors)
         )

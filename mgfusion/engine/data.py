@@ -1,4 +1,10 @@
-"""Data side of the engine: dataset registration from the config, and detectron2 train/test loaders.
+"""Data side of the engine: dataset registration from the config, loading (and so checking) the datasets before
+anything else is built, and detectron2 train/test loaders.
+
+Registration is explicit: :func:`register_datasets` instantiates the dataset config's ``register`` node (nothing
+relies on an import registering datasets). :func:`load_datasets` then reads the dataset dicts, so a missing dataset
+fails with the loader's own message (``mgfusion.data.DatasetNotFoundError`` names the expected path) before a model
+is built; the loaded dicts are handed to the loaders instead of being read again.
 
 The train loader uses :class:`ResumableTrainingSampler`: detectron2's infinite shuffled index stream (seeded with
 the run's seed, identical on every rank) started at the position a resumed run had reached, so a resumed run sees
@@ -10,15 +16,27 @@ from __future__ import annotations
 
 import itertools
 import logging
-from typing import Any, Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
 
-from detectron2.data import DatasetCatalog, build_detection_test_loader, build_detection_train_loader
+from detectron2.data import (
+    DatasetCatalog,
+    build_detection_test_loader,
+    build_detection_train_loader,
+)
 from detectron2.data.samplers import TrainingSampler
 from detectron2.utils import comm
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
-__all__ = ["ResumableTrainingSampler", "register_datasets", "dataset_dicts", "build_train_loader", "build_test_loader"]
+__all__ = [
+    "ResumableTrainingSampler",
+    "build_test_loader",
+    "build_train_loader",
+    "dataset_dicts",
+    "load_datasets",
+    "register_datasets",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -63,11 +81,28 @@ def register_datasets(dataset_cfg: DictConfig) -> None:
         )
 
 
-def dataset_dicts(names: list[str]) -> list[dict[str, Any]]:
-    """Concatenated dataset dicts of the registered ``names`` (error if a split is empty)."""
+def load_datasets(dataset_cfg: DictConfig, *, train: bool = True, test: bool = True) -> dict[str, list[dict]]:
+    """Read the dataset dicts of the config's ``train`` and/or ``test`` names: ``{name: dicts}``.
+
+    Raises the loader's error for a missing dataset (``DatasetNotFoundError``, a ``FileNotFoundError``, naming the
+    expected path), ``ValueError`` for an empty one. Call it after :func:`register_datasets`, before building the model.
+    """
+    names = [*(dataset_cfg.get("train") or [] if train else []), *(dataset_cfg.get("test") or [] if test else [])]
+    loaded: dict[str, list[dict]] = {}
+    for name in dict.fromkeys(names):
+        loaded[name] = DatasetCatalog.get(name)
+        if len(loaded[name]) == 0:
+            raise ValueError(f"dataset {name!r} is empty")
+        logger.info("Dataset %s: %d images", name, len(loaded[name]))
+    return loaded
+
+
+def dataset_dicts(names: list[str], loaded: Mapping[str, list[dict]] | None = None) -> list[dict[str, Any]]:
+    """Concatenated dataset dicts of the registered ``names`` (taken from ``loaded`` when there; error if a split
+    is empty)."""
     dicts: list[dict[str, Any]] = []
     for name in names:
-        d = DatasetCatalog.get(name)
+        d = loaded[name] if loaded is not None and name in loaded else DatasetCatalog.get(name)
         if len(d) == 0:
             raise ValueError(f"dataset {name!r} is empty")
         dicts.extend(d)
@@ -82,6 +117,7 @@ def build_train_loader(
     seed: int,
     num_workers: int,
     aspect_ratio_grouping: bool = True,
+    loaded: Mapping[str, list[dict]] | None = None,
 ) -> Iterator[list[dict[str, Any]]]:
     """Infinite loader of training micro-batches (``list[dict]`` of ``images_per_step // world_size`` images).
 
@@ -91,8 +127,9 @@ def build_train_loader(
         batches_consumed: micro-batches the run already consumed (resumed position; 0 for a fresh run).
         seed: shuffle seed (same on all ranks).
         num_workers: data-loader worker processes per rank.
+        loaded: dataset dicts already read by :func:`load_datasets` (not read again).
     """
-    dicts = dataset_dicts(list(dataset_cfg.train))
+    dicts = dataset_dicts(list(dataset_cfg.train), loaded)
     mapper = instantiate(dataset_cfg.train_mapper, _convert_="all")
     per_rank = images_per_step // comm.get_world_size()
     sampler = ResumableTrainingSampler(len(dicts), shuffle=True, seed=seed, start_index=batches_consumed * per_rank)
@@ -103,8 +140,10 @@ def build_train_loader(
     )  # fmt: skip
 
 
-def build_test_loader(dataset_cfg: DictConfig, name: str, *, num_workers: int) -> Any:
-    """detectron2 inference loader of the registered test set ``name`` (batch 1, split across ranks)."""
+def build_test_loader(dataset_cfg: DictConfig, name: str, *, num_workers: int,
+                      loaded: Mapping[str, list[dict]] | None = None) -> Any:
+    """detectron2 inference loader of the registered test set ``name`` (batch 1, split across ranks); its dicts are
+    taken from ``loaded`` when there."""
     mapper: Callable = instantiate(dataset_cfg.test_mapper, _convert_="all")
-    return build_detection_test_loader(dataset=DatasetCatalog.get(name), mapper=mapper, num_workers=num_workers)
+    return build_detection_test_loader(dataset=dataset_dicts([name], loaded), mapper=mapper, num_workers=num_workers)
 

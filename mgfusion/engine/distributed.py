@@ -1,8 +1,8 @@
 """Multi-process training through detectron2's ``launch`` (torch DDP): NCCL on GPUs, gloo on CPU.
 
 detectron2's ``create_ddp_model`` passes ``device_ids=[local_rank]``, which DDP rejects for CPU modules; the
-wrapper here passes ``device_ids=None`` for CPU models (STACK.md). ``launch`` picks NCCL when CUDA is visible, so a
-CPU run (``device=cpu``) on a GPU host hides the GPUs from its worker processes to get gloo.
+wrapper here passes ``device_ids=None`` for CPU models (docs/install.md). ``launch`` picks NCCL when CUDA is visible,
+so a CPU run (``device=cpu``) on a GPU host hides the GPUs from its worker processes to get gloo.
 """
 
 from __future__ import annotations

@@ -28,8 +28,10 @@ __all__ = ["evaluate", "format_results", "write_metrics_json", "plain_results"]
 logger = logging.getLogger(__name__)
 
 
-def evaluate(model: nn.Module, dataset_cfg: DictConfig, *, output_dir: str, num_workers: int = 0) -> dict[str, Any]:
+def evaluate(model: nn.Module, dataset_cfg: DictConfig, *, output_dir: str, num_workers: int = 0,
+             loaded: Mapping[str, list[dict]] | None = None) -> dict[str, Any]:
     """Evaluate ``model`` on every ``dataset.test`` name with the dataset's evaluator (all ranks must call this).
+    ``loaded``: test dataset dicts already read (:func:`~mgfusion.engine.data.load_datasets`).
 
     Returns:
         detectron2's convention: ``{task: {metric: value}}`` for one test set, ``{name: {task: {...}}}`` for several;
@@ -40,7 +42,7 @@ def evaluate(model: nn.Module, dataset_cfg: DictConfig, *, output_dir: str, num_
     make_evaluator = instantiate(dataset_cfg.evaluator, _convert_="all")
     results: dict[str, Any] = OrderedDict()
     for name in dataset_cfg.test:
-        loader = build_test_loader(dataset_cfg, name, num_workers=num_workers)
+        loader = build_test_loader(dataset_cfg, name, num_workers=num_workers, loaded=loaded)
         evaluator = make_evaluator(dataset_name=name, output_dir=os.path.join(output_dir, "inference", name))
         with torch.no_grad():
             results[name] = inference_on_dataset(model, loader, evaluator)

@@ -1,9 +1,10 @@
 """Gradient clipping applied by the trainer between backward (after unscaling) and the optimizer step.
 
-Clip types (``solver.clip_gradients.type``), a registry so new ones are one decorated function:
+Clip types (``solver.clip_gradients.type``), a :class:`~mgfusion.utils.registry.Registry` so new ones are one
+decorated function (``@register_clipper("name")``):
 
-* ``full_model`` (the paper, SPEC 6): one L2 norm over *all* trainable gradients, clipped to ``value`` — Mask2Former's
-  ``full_model`` mode, which detectron2 itself only offers as a per-parameter clip.
+* ``full_model`` (the paper; docs/training.md): one L2 norm over *all* trainable gradients, clipped to ``value`` —
+  Mask2Former's ``full_model`` mode, which detectron2 itself only offers as a per-parameter clip.
 * ``norm``: each parameter's gradient norm clipped to ``value`` separately (detectron2's ``norm`` mode).
 * ``value``: every gradient element clamped to ``[-value, value]`` (detectron2's ``value`` mode).
 """
@@ -15,23 +16,19 @@ from typing import Callable, Iterable, Sequence
 import torch
 from torch import nn
 
+from mgfusion.utils.registry import Registry, RegistryError
+
 __all__ = ["GradientClipper", "register_clipper", "build_gradient_clipper", "CLIPPERS"]
 
 #: ``(params, value, norm_type) -> total gradient norm before clipping (0-dim tensor) or None``
 ClipFn = Callable[[Sequence[nn.Parameter], float, float], "torch.Tensor | None"]
-CLIPPERS: dict[str, ClipFn] = {}
+CLIPPERS: Registry[ClipFn] = Registry("gradient clipper")
 
 
 def register_clipper(name: str) -> Callable[[ClipFn], ClipFn]:
-    """Register a clip function under ``name`` (usable as ``solver.clip_gradients.type``)."""
-
-    def deco(fn: ClipFn) -> ClipFn:
-        if name in CLIPPERS:
-            raise KeyError(f"gradient clipper {name!r} is already registered")
-        CLIPPERS[name] = fn
-        return fn
-
-    return deco
+    """Register a clip function under ``name`` (usable as ``solver.clip_gradients.type``); a taken name raises
+    :class:`~mgfusion.utils.registry.RegistryError`."""
+    return CLIPPERS.register(name)
 
 
 @register_clipper("full_model")
@@ -58,7 +55,7 @@ class GradientClipper:
 
     Args:
         params: the trainable parameters (those with ``requires_grad``).
-        clip_type: a name in :data:`CLIPPERS`.
+        clip_type: a name in :data:`CLIPPERS` (unknown names raise ``RegistryError`` listing the valid ones).
         value: max norm (``full_model``/``norm``) or max absolute value (``value``).
         norm_type: p of the p-norm (2.0 = L2).
 
@@ -68,14 +65,14 @@ class GradientClipper:
 
     def __init__(self, params: Iterable[nn.Parameter], *, clip_type: str, value: float, norm_type: float = 2.0):
         if clip_type not in CLIPPERS:
-            raise ValueError(f"solver.clip_gradients.type={clip_type!r} is not one of {sorted(CLIPPERS)}")
+            raise RegistryError(f"solver.clip_gradients.type: {CLIPPERS.unknown_message(clip_type)}")
         if not value > 0:
             raise ValueError(f"solver.clip_gradients.value must be > 0, got {value}")
         self.params = [p for p in params if p.requires_grad]
         self.clip_type = clip_type
         self.value = float(value)
         self.norm_type = float(norm_type)
-        self._fn = CLIPPERS[clip_type]
+        self._fn = CLIPPERS.get(clip_type)
 
     def __call__(self) -> torch.Tensor | None:
         return self._fn(self.params, self.value, self.norm_type)

@@ -6,9 +6,9 @@ Factories (``solver.lr_scheduler._target_``), all keyword-only and called with `
 
 * :func:`warmup_poly` — Mask2Former's ``WarmupPolyLR``: ``lr = base * w(it) * max((1 - it/max_iter)^power, c)``
   with ``c = constant_ending``. The paper's runs use ``power=1.0`` (authors' vendored detectron2; upstream
-  Mask2Former/DeepLab default 0.9), no warmup, ``c = 0`` (SPEC 6).
+  Mask2Former/DeepLab default 0.9), no warmup, ``c = 0`` (docs/training.md).
 * :func:`warmup_multistep` — detectron2's default ``WarmupMultiStepLR``: ``lr = base * w(it) * gamma^k`` after the
-  k-th step; the authors' COCO configs ended up with this one (SPEC 6).
+  k-th step; the authors' COCO configs ended up with this one (docs/training.md).
 * :func:`warmup_cosine` — half-cosine decay to ``end_factor``.
 
 ``w(it)`` is the reference warm-up factor: linear from ``warmup_factor`` to 1 over ``warmup_iters`` (``linear``),
@@ -26,6 +26,8 @@ import torch
 from detectron2.solver import LRMultiplier
 from fvcore.common.param_scheduler import ParamScheduler
 
+from mgfusion.utils.registry import Registry, RegistryError
+
 __all__ = [
     "WARMUP_METHODS",
     "WarmupScheduler",
@@ -39,10 +41,9 @@ __all__ = [
 ]
 
 #: warm-up shapes: ``alpha`` in [0, 1] (fraction of the warm-up done) and ``factor`` -> multiplier.
-WARMUP_METHODS: dict[str, Callable[[float, float], float]] = {
-    "linear": lambda alpha, factor: factor * (1.0 - alpha) + alpha,
-    "constant": lambda alpha, factor: factor,
-}
+WARMUP_METHODS: Registry[Callable[[float, float], float]] = Registry("warm-up method")
+WARMUP_METHODS.register("linear", lambda alpha, factor: factor * (1.0 - alpha) + alpha)
+WARMUP_METHODS.register("constant", lambda alpha, factor: factor)
 
 
 class PolyScheduler(ParamScheduler):
@@ -87,11 +88,11 @@ class WarmupScheduler(ParamScheduler):
     def __init__(self, scheduler: ParamScheduler, *, warmup_factor: float, warmup_length: float,
                  warmup_method: str = "linear") -> None:
         if warmup_method not in WARMUP_METHODS:
-            raise ValueError(f"warmup_method={warmup_method!r} is not one of {sorted(WARMUP_METHODS)}")
+            raise RegistryError(f"solver.lr_scheduler.warmup_method: {WARMUP_METHODS.unknown_message(warmup_method)}")
         self.scheduler = scheduler
         self.warmup_factor = float(warmup_factor)
         self.warmup_length = float(warmup_length)
-        self._warmup = WARMUP_METHODS[warmup_method]
+        self._warmup = WARMUP_METHODS.get(warmup_method)
 
     def __call__(self, where: float) -> float:
         value = self.scheduler(where)

@@ -1,4 +1,4 @@
-"""Optimizer construction: per-parameter weight decay and the backbone learning-rate multiplier (SPEC 6).
+"""Optimizer construction: per-parameter weight decay and the backbone learning-rate multiplier (docs/training.md).
 
 Rules, applied to every *trainable* tensor (``requires_grad``; frozen encoders contribute nothing):
 

@@ -1,19 +1,33 @@
 """Entry point behind ``tools/train_net.py``: train / resume / evaluate a checkpoint from a composed config, in one
 process or in ``runtime.num_gpus x runtime.num_machines`` DDP processes.
 
-``run(cfg)`` is what the CLI calls and what tests call in-process. Outputs in ``output_dir``:
-``config.yaml`` (resolved config), ``log.txt`` (``log.txt.rank<N>`` for other ranks), ``metrics.json``, TensorBoard
-events, ``model_<iter>.pth`` / ``model_final.pth`` + ``last_checkpoint``, ``inference/<dataset>/`` (evaluator
-files), and ``final_metrics.json`` (training) or ``eval_metrics.json`` (``eval_only``).
+``run(cfg)`` is what the CLI calls and what tests call in-process. Before anything is written or a model is built it
+checks, in this order (each failure is an error that names the problem and the fix):
+
+1. the run folder: a folder holding a training run is refused without ``resume=true`` or ``overwrite=true``, and a
+   resumed run's config must match its saved ``config.yaml`` (:mod:`mgfusion.engine.run_dir`);
+2. the encoders' initialisation: a foundation encoder without ``weights`` is refused unless ``weights: random``
+   (:func:`~mgfusion.engine.build.random_init_encoders`; skipped when a checkpoint supplies every weight);
+3. the data: the datasets are registered explicitly (the config's ``register`` node) and the train and test
+   (``eval_only``: test) dicts are read, so a missing dataset fails with its not-found message.
+
+Outputs in ``output_dir``: ``config.yaml`` (resolved config; ``eval_config.yaml`` for ``eval_only``), ``overrides.txt``
+(the command-line overrides the folder is named after), ``log.txt`` (``log.txt.rank<N>`` for other ranks),
+``metrics.json``, TensorBoard events, ``model_<iter>.pth`` / ``model_final.pth`` + ``last_checkpoint``,
+``inference/<dataset>/`` (evaluator files), and ``final_metrics.json`` (training) or ``eval_metrics.json``
+(``eval_only``). The metrics files record how the model was initialised (``weights``, ``weights_strict``, keys
+skipped by a non-strict load, randomly initialised encoders).
 """
 
 from __future__ import annotations
 
 import contextlib
+import glob
 import json
 import logging
 import os
-from typing import Any, Iterator
+from collections.abc import Iterator, Mapping
+from typing import Any
 
 import torch
 from detectron2.utils import comm
@@ -24,15 +38,16 @@ from omegaconf import DictConfig, OmegaConf
 from mgfusion.evaluation import grouped_class_markdown, matching_groupings
 from mgfusion.utils.io import atomic_write_text
 
-from .build import build_model, describe_parameters
-from .checkpoint import AtomicCheckpointer
+from .build import build_model, describe_parameters, random_init_encoders
+from .checkpoint import INCOMPATIBLE_HINT, AtomicCheckpointer
 from .config import device_type_of, require_keys, resolve_device, resolve_seed
-from .data import register_datasets
+from .data import load_datasets, register_datasets
 from .distributed import launch_workers
 from .evaluation import evaluate, format_results, write_metrics_json
+from .run_dir import OVERRIDES_FILE, check_run_dir, move_previous_run
 from .trainer import Trainer
 
-__all__ = ["run", "run_worker", "FINAL_METRICS", "EVAL_METRICS"]
+__all__ = ["EVAL_METRICS", "FINAL_METRICS", "run", "run_worker"]
 
 logger = logging.getLogger(__name__)
 
@@ -44,11 +59,12 @@ _REQUIRED = ["backbone", "model", "dataset", "solver", "runtime", "output_dir", 
              "seed", "device"]
 
 
-def run(cfg: DictConfig) -> dict[str, Any]:
+def run(cfg: DictConfig, *, overrides: str | None = None) -> dict[str, Any]:
     """Train (``resume`` continues the run in ``output_dir``) or, with ``eval_only``, evaluate ``weights``.
 
-    ``cfg.output_dir`` must be set (``tools/train_net.py`` fills it with Hydra's run directory). With more than one
-    process the work runs in DDP workers and the results are read back from the metrics file.
+    ``cfg.output_dir`` must be set (``tools/train_net.py`` fills it with Hydra's run directory). ``overrides`` (the
+    override string the folder is named after) is written to ``overrides.txt``. With more than one process the work
+    runs in DDP workers and the results are read back from the metrics file.
 
     Returns:
         The final evaluation results (``{task: {metric: value}}``, or per test set when there are several).
@@ -60,14 +76,32 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         raise ValueError("eval_only=true needs weights=PATH (a checkpoint, e.g. <output_dir>/model_final.pth)")
     container = OmegaConf.to_container(cfg, resolve=True)  # workers cannot resolve ${hydra:...} interpolations
     output_dir = os.path.abspath(str(cfg.output_dir))
+    eval_only, resume, overwrite = bool(cfg.eval_only), bool(cfg.resume), bool(cfg.get("overwrite", False))
+    check_run_dir(output_dir, container, resume=resume, overwrite=overwrite, eval_only=eval_only)
+    resuming = resume and bool(glob.glob(os.path.join(glob.escape(output_dir), "model_*.pth")))
+    random_init = [] if cfg.weights else random_init_encoders(cfg.backbone, check=not (eval_only or resuming))
+    register_datasets(cfg.dataset)
+    loaded = load_datasets(cfg.dataset, train=not eval_only)
+
+    # ---- checks passed: from here on the run writes into output_dir ----
+    if overwrite and not eval_only and cfg.runtime.machine_rank == 0 and os.path.isdir(output_dir):
+        moved = move_previous_run(output_dir)
+        if moved:
+            logger.warning("overwrite=true: the previous run's files in %s were moved to %s", output_dir, moved)
     os.makedirs(output_dir, exist_ok=True)
-    atomic_write_text(os.path.join(output_dir, "config.yaml"), OmegaConf.to_yaml(container))
+    atomic_write_text(os.path.join(output_dir, "eval_config.yaml" if eval_only else "config.yaml"),
+                      OmegaConf.to_yaml(container))
+    overrides_file = os.path.join(output_dir, OVERRIDES_FILE)
+    if overrides is not None and not (eval_only and os.path.exists(overrides_file)):
+        atomic_write_text(overrides_file, overrides + "\n")
+    init = {"random_init": random_init}
     rt = cfg.runtime
     if rt.num_gpus * rt.num_machines == 1:
-        return run_worker(container, output_dir)
+        return run_worker(container, output_dir, init=init, loaded=loaded)
+    del loaded  # the workers read the datasets themselves
     launch_workers(run_worker, num_processes=rt.num_gpus, num_machines=rt.num_machines, machine_rank=rt.machine_rank,
                    dist_url=rt.dist_url, timeout_minutes=rt.dist_timeout_minutes, device_type=device_type_of(cfg.device),
-                   args=(container, output_dir))
+                   args=(container, output_dir, init))
     metrics_file = os.path.join(output_dir, EVAL_METRICS if cfg.eval_only else FINAL_METRICS)
     if rt.machine_rank != 0 or not os.path.isfile(metrics_file):
         return {}
@@ -75,8 +109,13 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         return json.load(f)["results"]
 
 
-def run_worker(container: dict[str, Any], output_dir: str) -> dict[str, Any]:
-    """The per-process body of :func:`run` (module-level so that DDP workers can unpickle it)."""
+def run_worker(container: dict[str, Any], output_dir: str, init: Mapping[str, Any] | None = None,
+               loaded: Mapping[str, list[dict]] | None = None) -> dict[str, Any]:
+    """The per-process body of :func:`run` (module-level so that DDP workers can unpickle it).
+
+    ``init``: facts about the initialisation recorded in the metrics file; ``loaded``: dataset dicts already read
+    by :func:`run` (a single process), else they are registered and read here (before the model is built).
+    """
     cfg = OmegaConf.create(container)
     with _logging_to(output_dir):
         seed = resolve_seed(cfg.seed)
@@ -88,34 +127,54 @@ def run_worker(container: dict[str, Any], output_dir: str) -> dict[str, Any]:
         if torch.cuda.is_available():
             torch.backends.cudnn.benchmark = bool(cfg.runtime.cudnn_benchmark)
         logger.info("Rank %d/%d, seed %d, output %s", comm.get_rank(), comm.get_world_size(), seed, output_dir)
-        register_datasets(cfg.dataset)
-        results = _evaluate_checkpoint(cfg, output_dir) if cfg.eval_only else _train(cfg, output_dir, seed)
+        if loaded is None:
+            register_datasets(cfg.dataset)
+            loaded = load_datasets(cfg.dataset, train=not cfg.eval_only)
+        init = dict(init or {})
+        for where in init.get("random_init", []):
+            logger.warning("RANDOM INITIALISATION: %s starts from random weights (weights: random or an encoder "
+                           "without released weights); recorded in the metrics file", where)
+        results = (_evaluate_checkpoint(cfg, output_dir, loaded) if cfg.eval_only
+                   else _train(cfg, output_dir, seed, loaded, init))
         comm.synchronize()
     return results
 
 
-def _train(cfg: DictConfig, output_dir: str, seed: int) -> dict[str, Any]:
-    trainer = Trainer(cfg, output_dir=output_dir, seed=seed)
+def _init_record(cfg: DictConfig, checkpointer: AtomicCheckpointer) -> dict[str, Any]:
+    """How the model's weights were loaded, for the metrics file."""
+    record: dict[str, Any] = {"weights_strict": bool(cfg.get("weights_strict", True))}
+    if checkpointer.incompatible:
+        record["weights_not_loaded"] = checkpointer.incompatible
+    return record
+
+
+def _train(cfg: DictConfig, output_dir: str, seed: int, loaded: Mapping[str, list[dict]],
+           init: Mapping[str, Any]) -> dict[str, Any]:
+    trainer = Trainer(cfg, output_dir=output_dir, seed=seed, loaded=loaded)
     trainer.resume_or_load(resume=bool(cfg.resume))
+    record = {"init_weights": str(cfg.weights) if cfg.weights else None, **_init_record(cfg, trainer.checkpointer),
+              **init}
     results = trainer.train() or {}
     if comm.is_main_process() and results:
         logger.info("Final results (iteration %d):\n%s", trainer.max_iter, format_results(results))
         write_metrics_json(os.path.join(output_dir, FINAL_METRICS), results, iteration=trainer.max_iter,
-                           weights=os.path.join(output_dir, f"{trainer.checkpointer.file_prefix}_final.pth"))
+                           weights=os.path.join(output_dir, f"{trainer.checkpointer.file_prefix}_final.pth"), **record)
         _write_class_tables(results, output_dir)
     return results
 
 
-def _evaluate_checkpoint(cfg: DictConfig, output_dir: str) -> dict[str, Any]:
+def _evaluate_checkpoint(cfg: DictConfig, output_dir: str, loaded: Mapping[str, list[dict]]) -> dict[str, Any]:
     model = build_model(cfg, resolve_device(cfg.device))
     logger.info(describe_parameters(model))
-    extra = AtomicCheckpointer(model, output_dir).load(str(cfg.weights), checkpointables=[])
-    results = evaluate(model, cfg.dataset, output_dir=output_dir, num_workers=cfg.runtime.num_workers)
+    checkpointer = AtomicCheckpointer(model, output_dir, strict=bool(cfg.get("weights_strict", True)),
+                                      strict_hint=INCOMPATIBLE_HINT)
+    extra = checkpointer.load(str(cfg.weights), checkpointables=[])
+    results = evaluate(model, cfg.dataset, output_dir=output_dir, num_workers=cfg.runtime.num_workers, loaded=loaded)
     if comm.is_main_process():
         iteration = extra.get("iteration")
         logger.info("Results of %s (iteration %s):\n%s", cfg.weights, iteration, format_results(results))
         write_metrics_json(os.path.join(output_dir, EVAL_METRICS), results, iteration=iteration,
-                           weights=os.path.abspath(str(cfg.weights)))
+                           weights=os.path.abspath(str(cfg.weights)), **_init_record(cfg, checkpointer))
         _write_class_tables(results, output_dir)
     return results
 

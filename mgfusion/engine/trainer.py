@@ -11,17 +11,23 @@ from __future__ import annotations
 import logging
 import os
 import weakref
+from collections.abc import Mapping
 from typing import Any
 
 import torch
 from detectron2.engine import TrainerBase, hooks
 from detectron2.utils import comm
-from detectron2.utils.events import CommonMetricPrinter, EventWriter, JSONWriter, TensorboardXWriter
+from detectron2.utils.events import (
+    CommonMetricPrinter,
+    EventWriter,
+    JSONWriter,
+    TensorboardXWriter,
+)
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from .build import build_model, describe_parameters
-from .checkpoint import AtomicCheckpointer
+from .checkpoint import INCOMPATIBLE_HINT, AtomicCheckpointer
 from .config import micro_batch_size, resolve_device
 from .data import build_train_loader
 from .distributed import create_ddp_model
@@ -61,11 +67,14 @@ class Trainer(TrainerBase):
             Datasets must already be registered (:func:`mgfusion.engine.data.register_datasets`).
         output_dir: checkpoints, ``metrics.json``, TensorBoard events and evaluator outputs go here.
         seed: shuffle seed of the training stream (identical on all ranks).
+        loaded: the train dataset dicts already read (:func:`mgfusion.engine.data.load_datasets`); read from the
+            catalog when absent.
 
     Use: ``t = Trainer(cfg, output_dir=..., seed=...); t.resume_or_load(resume=...); results = t.train()``.
     """
 
-    def __init__(self, cfg: DictConfig, *, output_dir: str, seed: int) -> None:
+    def __init__(self, cfg: DictConfig, *, output_dir: str, seed: int,
+                 loaded: Mapping[str, list[dict]] | None = None) -> None:
         super().__init__()
         solver, runtime = cfg.solver, cfg.runtime
         for key, value in (("solver.checkpoint_period", solver.checkpoint_period),
@@ -75,6 +84,7 @@ class Trainer(TrainerBase):
         self.cfg = cfg
         self.output_dir = output_dir
         self.seed = seed
+        self.loaded = loaded
         os.makedirs(output_dir, exist_ok=True)
         self.device = resolve_device(cfg.device)
         self.micro_batch = micro_batch_size(ims_per_batch=solver.ims_per_batch, grad_accum_steps=solver.grad_accum_steps,
@@ -98,7 +108,9 @@ class Trainer(TrainerBase):
         logger.info("Optimizer step: %d image(s) in %d micro-batch(es) of %d over %d process(es); precision %s; %s",
                     solver.ims_per_batch, solver.grad_accum_steps, self.micro_batch, comm.get_world_size(), precision,
                     self._trainer.clipper or "no gradient clipping")
-        self.checkpointer = AtomicCheckpointer(self.model, output_dir, trainer=weakref.proxy(self))
+        self.checkpointer = AtomicCheckpointer(self.model, output_dir, trainer=weakref.proxy(self),
+                                               strict=bool(cfg.get("weights_strict", True)),
+                                               strict_hint=INCOMPATIBLE_HINT)
         self.start_iter = 0
         self.max_iter = int(solver.max_iter)
         self.last_eval_results: dict[str, Any] | None = None
@@ -132,8 +144,9 @@ class Trainer(TrainerBase):
     # ---- running -----------------------------------------------------------------------------------------------
     def resume_or_load(self, resume: bool = True) -> None:
         """With ``resume``, continue from the newest readable checkpoint in ``output_dir`` (model, optimizer, LR
-        schedule, grad scaler, iteration); otherwise (or when there is none) initialize the model from
-        ``cfg.weights`` if set. Then position the training stream where the run left off."""
+        schedule, grad scaler, iteration; always strictly); otherwise (or when there is none) initialize the model
+        from ``cfg.weights`` if set (strictly unless ``weights_strict=false``). Then position the training stream
+        where the run left off."""
         self.checkpointer.resume_or_load(self.cfg.get("weights") or "", resume=resume)
         if self.checkpointer.resumed_from:
             self.start_iter = self.iter + 1
@@ -142,14 +155,28 @@ class Trainer(TrainerBase):
         self._trainer.reset_data_loader(lambda: build_train_loader(
             self.cfg.dataset, images_per_step=self.micro_batch, batches_consumed=consumed, seed=self.seed,
             num_workers=self.cfg.runtime.num_workers, aspect_ratio_grouping=self.cfg.runtime.aspect_ratio_grouping,
+            loaded=self.loaded,
         ))  # fmt: skip
 
     def train(self) -> dict[str, Any] | None:
-        """Train from ``start_iter`` to ``max_iter``; returns the last evaluation's results (main process)."""
+        """Train from ``start_iter`` to ``max_iter``; returns the last evaluation's results (main process).
+
+        A run resumed at ``max_iter`` (killed while writing its final checkpoint or during the final evaluation) runs
+        no step: it writes the missing ``<prefix>_final.pth`` and the final evaluation."""
         if self._trainer.data_loader is None:
             raise RuntimeError("call resume_or_load() before train()")
+        if self.start_iter >= self.max_iter:
+            self._write_missing_final_checkpoint()
         super().train(self.start_iter, self.max_iter)
         return self.last_eval_results
+
+    def _write_missing_final_checkpoint(self) -> None:
+        final = os.path.join(self.output_dir, f"{self.checkpointer.file_prefix}_final.pth")
+        if comm.is_main_process() and not os.path.isfile(final):
+            logger.warning("The run had finished its %d iterations but %s is missing (interrupted while writing it); "
+                           "writing it from %s", self.max_iter, final, self.checkpointer.resumed_from)
+            self.checkpointer.save(f"{self.checkpointer.file_prefix}_final", iteration=self.max_iter - 1)
+        comm.synchronize()
 
     def run_step(self) -> None:
         self._trainer.iter = self.iter
@@ -158,7 +185,7 @@ class Trainer(TrainerBase):
     def test(self) -> dict[str, Any]:
         """Evaluate the current model on the test sets (all ranks); remembered as ``last_eval_results``."""
         self.last_eval_results = evaluate(self.model, self.cfg.dataset, output_dir=self.output_dir,
-                                          num_workers=self.cfg.runtime.num_workers)
+                                          num_workers=self.cfg.runtime.num_workers, loaded=self.loaded)
         return self.last_eval_results
 
     def state_dict(self) -> dict[str, Any]:

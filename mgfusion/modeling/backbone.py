@@ -2,7 +2,8 @@
 
 The encoder's stride-4/8/16/32 maps become ``res2..res5``. Registered in ``BACKBONE_REGISTRY`` as
 ``EncoderBackbone``; Hydra configs instantiate it with keyword arguments, yacs configs through
-:func:`add_mgfusion_config` + ``cfg.MODEL.BACKBONE.NAME = "EncoderBackbone"``.
+:func:`add_mgfusion_config` + ``cfg.MODEL.BACKBONE.NAME = "EncoderBackbone"`` (a single encoder, or the fusion
+backbone when ``MODEL.MGFUSION.AUXILIARY`` is set).
 """
 
 from __future__ import annotations
@@ -14,20 +15,34 @@ from detectron2.config import CfgNode, configurable
 from detectron2.modeling import BACKBONE_REGISTRY, Backbone, ShapeSpec
 from torch import nn
 
-from mgfusion.backbones import build_encoder
+from mgfusion.backbones import build_encoder, build_fusion_backbone
+from mgfusion.backbones.registry import check_encoder_weights
 
 #: detectron2 level names for the pyramid strides.
 STRIDE_TO_NAME = {4: "res2", 8: "res3", 16: "res4", 32: "res5"}
 
 
 def add_mgfusion_config(cfg: CfgNode) -> CfgNode:
-    """Add ``cfg.MODEL.MGFUSION`` (ENCODER, WEIGHTS, FREEZE, NECK) for yacs users of :class:`EncoderBackbone`."""
-    cfg.MODEL.MGFUSION = CfgNode()
-    cfg.MODEL.MGFUSION.ENCODER = "dinov3_vitb16"
-    cfg.MODEL.MGFUSION.WEIGHTS = ""
-    cfg.MODEL.MGFUSION.FREEZE = False
-    cfg.MODEL.MGFUSION.NECK = ""  # "" = the encoder's default neck
-    cfg.MODEL.MGFUSION.SIZE_DIVISIBILITY = 32
+    """Add ``cfg.MODEL.MGFUSION`` for yacs users of :class:`EncoderBackbone`.
+
+    ENCODER, WEIGHTS, FREEZE, NECK ("" = the encoder's default), SIZE_DIVISIBILITY; and the fusion backbone:
+    AUXILIARY (a registered encoder name; "" = no fusion), AUXILIARY_WEIGHTS, AUXILIARY_NECK, FUSION_STRIDES
+    (injection strides), FUSION_OPERATOR (``replace``, the paper's, ``add``, ``gated``, ``concat``), TRAIN_MASTER.
+    A WEIGHTS key takes a weights file, ``hub`` or ``random``; left empty, a foundation encoder is refused (random
+    initialisation must be asked for) and a micro encoder is built randomly initialised.
+    """
+    m = cfg.MODEL.MGFUSION = CfgNode()
+    m.ENCODER = "dinov3_vitb16"
+    m.WEIGHTS = ""
+    m.FREEZE = False
+    m.NECK = ""
+    m.SIZE_DIVISIBILITY = 32
+    m.AUXILIARY = ""
+    m.AUXILIARY_WEIGHTS = ""
+    m.AUXILIARY_NECK = ""
+    m.FUSION_STRIDES = [16]
+    m.FUSION_OPERATOR = "replace"
+    m.TRAIN_MASTER = True
     return cfg
 
 
@@ -64,10 +79,22 @@ class EncoderBackbone(Backbone):
     @classmethod
     def from_config(cls, cfg: CfgNode, input_shape: ShapeSpec | None = None) -> dict[str, Any]:
         m = cfg.MODEL.MGFUSION
+        check_encoder_weights(m.ENCODER, m.WEIGHTS, key="MODEL.MGFUSION.WEIGHTS")
         kwargs: dict[str, Any] = {"weights": m.WEIGHTS or None, "freeze": bool(m.FREEZE)}
         if m.NECK:
             kwargs["neck"] = m.NECK
-        return {"encoder": m.ENCODER, "size_divisibility": m.SIZE_DIVISIBILITY, **kwargs}
+        if not m.AUXILIARY:
+            return {"encoder": m.ENCODER, "size_divisibility": m.SIZE_DIVISIBILITY, **kwargs}
+        check_encoder_weights(m.AUXILIARY, m.AUXILIARY_WEIGHTS, key="MODEL.MGFUSION.AUXILIARY_WEIGHTS")
+        aux_kwargs: dict[str, Any] = {"weights": m.AUXILIARY_WEIGHTS or None}
+        if m.AUXILIARY_NECK:
+            aux_kwargs["neck"] = m.AUXILIARY_NECK
+        fused = build_fusion_backbone(
+            master=build_encoder(m.ENCODER, **kwargs), auxiliary=build_encoder(m.AUXILIARY, **aux_kwargs),
+            fusion={"stride": [int(s) for s in m.FUSION_STRIDES], "operator": m.FUSION_OPERATOR},
+            train_master=bool(m.TRAIN_MASTER),
+        )  # fmt: skip
+        return {"encoder": fused, "size_divisibility": m.SIZE_DIVISIBILITY}
 
     @property
     def size_divisibility(self) -> int:

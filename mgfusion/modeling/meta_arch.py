@@ -1,27 +1,87 @@
-"""Mask2Former meta-architecture on detectron2's input/output conventions."""
+"""Mask2Former meta-architecture on detectron2's input/output conventions.
+
+Two ways to build it:
+
+* Hydra (what ``tools/train_net.py`` does): ``hydra.utils.instantiate(cfg.model, backbone=..., metadata=...)`` with
+  ``configs/model/mask2former.yaml``;
+* detectron2's yacs route: ``MaskFormer`` is registered in ``META_ARCH_REGISTRY`` and reads the ``MODEL.MASK_FORMER``
+  and ``MODEL.SEM_SEG_HEAD`` nodes added by :func:`add_maskformer_config` (key names as in the original Mask2Former
+  code, defaults = the paper's settings, i.e. ``configs/model/mask2former.yaml``)::
+
+      cfg = add_maskformer_config(add_mgfusion_config(get_cfg()))
+      cfg.MODEL.META_ARCHITECTURE = "MaskFormer"
+      cfg.MODEL.BACKBONE.NAME = "EncoderBackbone"        # MODEL.MGFUSION: an encoder, or a fusion (AUXILIARY)
+      model = detectron2.modeling.build_model(cfg)
+
+  ``MODEL.PIXEL_MEAN``/``PIXEL_STD`` are not used (the backbone's own RGB statistics are); inputs are RGB
+  (``add_maskformer_config`` sets ``INPUT.FORMAT = "RGB"``); the metadata is that of ``DATASETS.TEST[0]``.
+"""
 
 from __future__ import annotations
 
+import copy
+import functools
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
-from detectron2.data import Metadata
+from detectron2.config import CfgNode, configurable
+from detectron2.data import Metadata, MetadataCatalog
 from detectron2.layers import ShapeSpec
-from detectron2.modeling import META_ARCH_REGISTRY, Backbone
+from detectron2.modeling import META_ARCH_REGISTRY, Backbone, build_backbone
 from detectron2.structures import BitMasks, ImageList
 from torch import Tensor, nn
 
 from .criterion import SetCriterion
 from .inference import instance_inference, panoptic_inference, semantic_inference
-from .matcher import Target
+from .matcher import HungarianMatcher, Target
 from .pixel_decoder import MSDeformAttnPixelDecoder
 from .transformer_decoder import MultiScaleMaskedTransformerDecoder
 
-__all__ = ["MaskFormer"]
+__all__ = ["MaskFormer", "add_maskformer_config"]
 
 PixelDecoderFactory = Callable[[dict[str, ShapeSpec]], nn.Module]
 REQUIRED_FEATURES = {"res2": 4, "res3": 8, "res4": 16, "res5": 32}
+
+
+#: ``MODEL.MASK_FORMER`` defaults: the paper's settings (the values of configs/model/mask2former.yaml).
+_MASK_FORMER_DEFAULTS = {
+    "NUM_OBJECT_QUERIES": 100, "HIDDEN_DIM": 256, "NHEADS": 8, "DIM_FEEDFORWARD": 2048, "DEC_LAYERS": 10,
+    "PRE_NORM": False, "DROPOUT": 0.0, "ENFORCE_INPUT_PROJ": False, "SIZE_DIVISIBILITY": 32,
+    "CLASS_WEIGHT": 2.0, "MASK_WEIGHT": 5.0, "DICE_WEIGHT": 5.0, "NO_OBJECT_WEIGHT": 0.1, "DEEP_SUPERVISION": True,
+    "TRAIN_NUM_POINTS": 12544, "OVERSAMPLE_RATIO": 3.0, "IMPORTANCE_SAMPLE_RATIO": 0.75,
+    "TEST": {"SEMANTIC_ON": True, "INSTANCE_ON": False, "PANOPTIC_ON": False, "OBJECT_MASK_THRESHOLD": 0.8,
+             "OVERLAP_THRESHOLD": 0.8, "SEM_SEG_POSTPROCESSING_BEFORE_INFERENCE": False},
+}  # fmt: skip
+#: pixel-decoder keys set in ``MODEL.SEM_SEG_HEAD`` (detectron2 already has NUM_CLASSES, CONVS_DIM, NORM, ...).
+_PIXEL_DECODER_DEFAULTS = {
+    "CONVS_DIM": 256, "MASK_DIM": 256, "NORM": "GN", "IN_FEATURES": ["res2", "res3", "res4", "res5"],
+    "COMMON_STRIDE": 4, "TRANSFORMER_ENC_LAYERS": 6,
+    "DEFORMABLE_TRANSFORMER_ENCODER_IN_FEATURES": ["res3", "res4", "res5"],
+    "DEFORMABLE_TRANSFORMER_ENCODER_N_POINTS": 4, "DEFORMABLE_TRANSFORMER_ENCODER_N_HEADS": 8,
+    "DEFORMABLE_TRANSFORMER_ENCODER_DIM_FEEDFORWARD": 1024, "DEFORM_ATTN_IMPL": "embedding_bag",
+}  # fmt: skip
+
+
+def add_maskformer_config(cfg: CfgNode) -> CfgNode:
+    """Add the yacs keys :meth:`MaskFormer.from_config` reads, with the paper's settings as defaults.
+
+    ``MODEL.MASK_FORMER``: NUM_OBJECT_QUERIES, HIDDEN_DIM, NHEADS, DIM_FEEDFORWARD, DEC_LAYERS (counting the
+    prediction from the initial queries, as Mask2Former's: 10 = 9 decoder layers), PRE_NORM, DROPOUT,
+    ENFORCE_INPUT_PROJ, SIZE_DIVISIBILITY, loss weights CLASS_WEIGHT / MASK_WEIGHT / DICE_WEIGHT / NO_OBJECT_WEIGHT,
+    DEEP_SUPERVISION, point sampling TRAIN_NUM_POINTS / OVERSAMPLE_RATIO / IMPORTANCE_SAMPLE_RATIO, and
+    ``TEST.{SEMANTIC_ON, INSTANCE_ON, PANOPTIC_ON, OBJECT_MASK_THRESHOLD, OVERLAP_THRESHOLD,
+    SEM_SEG_POSTPROCESSING_BEFORE_INFERENCE}``. ``MODEL.SEM_SEG_HEAD`` (the pixel decoder): NUM_CLASSES, CONVS_DIM,
+    MASK_DIM, NORM, IN_FEATURES, COMMON_STRIDE, TRANSFORMER_ENC_LAYERS, DEFORMABLE_TRANSFORMER_ENCODER_IN_FEATURES,
+    DEFORMABLE_TRANSFORMER_ENCODER_N_POINTS, DEFORMABLE_TRANSFORMER_ENCODER_N_HEADS,
+    DEFORMABLE_TRANSFORMER_ENCODER_DIM_FEEDFORWARD, DEFORM_ATTN_IMPL. Instances kept per image:
+    ``TEST.DETECTIONS_PER_IMAGE``.
+    """
+    cfg.MODEL.MASK_FORMER = CfgNode(copy.deepcopy(_MASK_FORMER_DEFAULTS))
+    cfg.MODEL.SEM_SEG_HEAD.update(copy.deepcopy(_PIXEL_DECODER_DEFAULTS))
+    cfg.INPUT.FORMAT = "RGB"
+    return cfg
 
 
 def _check_backbone(backbone: Backbone) -> None:
@@ -87,6 +147,7 @@ class MaskFormer(nn.Module):
             (always the case when instance or panoptic outputs are on).
     """
 
+    @configurable
     def __init__(
         self,
         *,
@@ -143,6 +204,57 @@ class MaskFormer(nn.Module):
             raise ValueError(f"pixel_mean and pixel_std need 3 (RGB) values, got {list(mean)} and {list(std)}")
         self.register_buffer("pixel_mean", torch.tensor([float(v) for v in mean]).view(-1, 1, 1), persistent=False)
         self.register_buffer("pixel_std", torch.tensor([float(v) for v in std]).view(-1, 1, 1), persistent=False)
+
+    @classmethod
+    def from_config(cls, cfg: CfgNode) -> dict[str, Any]:
+        """Keyword arguments from a yacs config prepared with :func:`add_maskformer_config` (detectron2's
+        ``build_model`` route); the backbone comes from ``MODEL.BACKBONE`` (e.g. ``EncoderBackbone``)."""
+        if "MASK_FORMER" not in cfg.MODEL:
+            raise KeyError("cfg.MODEL.MASK_FORMER is missing: call mgfusion.modeling.add_maskformer_config(cfg) "
+                           "before building MaskFormer from a yacs config")
+        mf, head = cfg.MODEL.MASK_FORMER, cfg.MODEL.SEM_SEG_HEAD
+        if mf.DEC_LAYERS < 2:
+            raise ValueError(f"MODEL.MASK_FORMER.DEC_LAYERS={mf.DEC_LAYERS} must be >= 2 (it counts the prediction "
+                             "from the initial queries)")
+        pixel_decoder = functools.partial(
+            MSDeformAttnPixelDecoder, conv_dim=head.CONVS_DIM, mask_dim=head.MASK_DIM, norm=head.NORM,
+            num_heads=head.DEFORMABLE_TRANSFORMER_ENCODER_N_HEADS,
+            num_points=head.DEFORMABLE_TRANSFORMER_ENCODER_N_POINTS,
+            num_layers=head.TRANSFORMER_ENC_LAYERS, dim_feedforward=head.DEFORMABLE_TRANSFORMER_ENCODER_DIM_FEEDFORWARD,
+            dropout=mf.DROPOUT, in_features=list(head.IN_FEATURES),
+            transformer_in_features=list(head.DEFORMABLE_TRANSFORMER_ENCODER_IN_FEATURES),
+            common_stride=head.COMMON_STRIDE, deform_attn_impl=head.DEFORM_ATTN_IMPL,
+        )  # fmt: skip
+        transformer_decoder = functools.partial(
+            MultiScaleMaskedTransformerDecoder, hidden_dim=mf.HIDDEN_DIM, num_heads=mf.NHEADS,
+            dim_feedforward=mf.DIM_FEEDFORWARD, num_layers=mf.DEC_LAYERS - 1, pre_norm=mf.PRE_NORM,
+            dropout=mf.DROPOUT, enforce_input_project=mf.ENFORCE_INPUT_PROJ,
+        )  # fmt: skip
+        matcher = HungarianMatcher(class_weight=mf.CLASS_WEIGHT, mask_weight=mf.MASK_WEIGHT,
+                                   dice_weight=mf.DICE_WEIGHT, num_points=mf.TRAIN_NUM_POINTS)
+        criterion = functools.partial(
+            SetCriterion, matcher=matcher, class_weight=mf.CLASS_WEIGHT, mask_weight=mf.MASK_WEIGHT,
+            dice_weight=mf.DICE_WEIGHT, no_object_weight=mf.NO_OBJECT_WEIGHT, num_points=mf.TRAIN_NUM_POINTS,
+            oversample_ratio=mf.OVERSAMPLE_RATIO, importance_sample_ratio=mf.IMPORTANCE_SAMPLE_RATIO,
+            deep_supervision=mf.DEEP_SUPERVISION,
+        )  # fmt: skip
+        return {
+            "backbone": build_backbone(cfg),
+            "num_classes": head.NUM_CLASSES,
+            "metadata": MetadataCatalog.get(cfg.DATASETS.TEST[0]) if len(cfg.DATASETS.TEST) else None,
+            "pixel_decoder": pixel_decoder,
+            "transformer_decoder": transformer_decoder,
+            "criterion": criterion,
+            "num_queries": mf.NUM_OBJECT_QUERIES,
+            "semantic_on": mf.TEST.SEMANTIC_ON,
+            "instance_on": mf.TEST.INSTANCE_ON,
+            "panoptic_on": mf.TEST.PANOPTIC_ON,
+            "object_mask_threshold": mf.TEST.OBJECT_MASK_THRESHOLD,
+            "overlap_threshold": mf.TEST.OVERLAP_THRESHOLD,
+            "test_topk_per_image": cfg.TEST.DETECTIONS_PER_IMAGE,
+            "size_divisibility": mf.SIZE_DIVISIBILITY,
+            "sem_seg_postprocess_before_inference": mf.TEST.SEM_SEG_POSTPROCESSING_BEFORE_INFERENCE,
+        }
 
     @property
     def device(self) -> torch.device:

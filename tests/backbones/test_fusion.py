@@ -2,13 +2,10 @@
 the tensor-level tests run on every device (tests/conftest.py)."""
 
 import json
-from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
-from hydra.utils import instantiate
-from omegaconf import OmegaConf
 
 from mgfusion.backbones import (
     FusionBackbone,
@@ -18,8 +15,6 @@ from mgfusion.backbones import (
     match_channels,
 )
 from mgfusion.modeling.backbone import EncoderBackbone
-
-CONFIGS = Path(__file__).resolve().parents[2] / "configs" / "backbone"
 
 
 def test_replace_subsamples_channels_evenly_and_resizes_bilinearly(device):
@@ -168,27 +163,6 @@ def test_fusion_inside_detectron2_adapter(device):
         out = bb(torch.randn(1, 3, 96, 64).to(device))
     for name, spec in bb.output_shape().items():
         assert out[name].shape[1] == spec.channels and out[name].shape[-1] == 64 // spec.stride
-
-
-@pytest.mark.parametrize("stem", ["fusion_micro_d3s2", "fusion_micro_s2d3"])
-def test_micro_fusion_configs_instantiate_and_sweep_stride(stem):
-    cfg = OmegaConf.load(CONFIGS / f"{stem}.yaml")
-    for stride in (4, 32):
-        cfg.fusion.stride = stride
-        fb = instantiate(cfg)
-        assert isinstance(fb, FusionBackbone) and fb.inject_strides == (stride,)
-    cfg.fusion.stride = [8, 16]
-    cfg.fusion.operator = "gated"
-    fb = instantiate(cfg)
-    assert fb.inject_strides == (8, 16) and fb.injector(8).op_name == "gated"
-
-
-def test_paper_configs_name_the_paper_encoders():
-    d3s2 = OmegaConf.load(CONFIGS / "fusion_d3s2.yaml")
-    assert (d3s2.master.name, d3s2.auxiliary.name, d3s2.fusion.stride, d3s2.fusion.operator) == (
-        "dinov3_vitb16", "sam2_hiera_bplus", 16, "replace")
-    s2d3 = OmegaConf.load(CONFIGS / "fusion_s2d3.yaml")
-    assert (s2d3.master.name, s2d3.auxiliary.name) == ("sam2_hiera_bplus", "dinov3_vitb16")
 
 
 def test_dynamic_stride_reproduction_picks_argmax_of_batch_reference_ef():

@@ -45,7 +45,7 @@ def test_sigkill_during_training_then_resume_reaches_max_iter(tmp_path):
     last = max(saved)  # the newest complete checkpoint (the pointer may lag it if the kill fell in between)
     assert 4 in saved and last in (4, 9, 14)
 
-    done = run_cli(out, *args[:2], "model.train_step_delay_s=0", "resume=true")
+    done = run_cli(out, *args, "resume=true")  # the same command (the config must match the saved one)
     assert done.returncode == 0, done.stderr[-3000:]
     log = (out / "log.txt").read_text()
     assert f"Resuming at iteration {last + 1} of 20" in log

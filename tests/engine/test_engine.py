@@ -4,7 +4,6 @@ evaluation-only reproduction, and interrupted-then-resumed training reaching the
 from __future__ import annotations
 
 import json
-import shutil
 
 import pytest
 import torch
@@ -20,20 +19,13 @@ from tests.engine.helpers import compose_tiny, read_json_lines, read_results
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation doesn't accept a copy:DeprecationWarning")
 
 
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    """A 20-iteration tiny run with a checkpoint and an evaluation every 10 iterations."""
-    out = tmp_path_factory.mktemp("engine") / "run"
-    cfg = compose_tiny(out, "solver.eval_period=10", "runtime.tensorboard=true")
-    return out, cfg, run(cfg)
-
-
 def test_training_writes_checkpoints_logs_and_final_metrics(trained):
     out, cfg, results = trained
     assert (out / "last_checkpoint").read_text() == "model_final.pth"
     assert {p.name for p in out.glob("*.pth")} == {"model_0000009.pth", "model_0000019.pth", "model_final.pth"}
     assert read_checkpoint(str(out / "model_0000009.pth"))["iteration"] == 9
     assert OmegaConf.load(out / "config.yaml") == OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
+    assert not (out / "eval_config.yaml").exists() and not (out / "overrides.txt").exists()  # no Hydra overrides
     assert list(out.glob("events.out.tfevents.*"))  # TensorBoard
     assert (out / "log.txt").read_text().count("eta: ") >= 4  # progress lines with ETA
 
@@ -47,6 +39,7 @@ def test_training_writes_checkpoints_logs_and_final_metrics(trained):
 
     final = json.loads((out / "final_metrics.json").read_text())
     assert final["iteration"] == 20 and final["weights"].endswith("model_final.pth")
+    assert (final["init_weights"], final["weights_strict"], final["random_init"]) == (None, True, [])
     assert final["results"] == json.loads(json.dumps(results))
     assert set(results) == {"sem_seg"} and results["sem_seg"]["mIoU"] == pytest.approx(periodic[-1]["sem_seg/mIoU"])
 
@@ -58,6 +51,8 @@ def test_eval_only_reproduces_the_final_metrics(trained, tmp_path):
     assert json.loads(json.dumps(again)) == read_results(out / "final_metrics.json")
     saved = json.loads((eval_out / "eval_metrics.json").read_text())
     assert saved["iteration"] == 19 and saved["results"] == read_results(out / "final_metrics.json")
+    assert saved["weights_strict"] is True and "weights_not_loaded" not in saved
+    assert (eval_out / "eval_config.yaml").exists() and not (eval_out / "config.yaml").exists()
 
 
 def test_eval_only_on_a_truncated_checkpoint_names_the_file(trained, tmp_path):
@@ -107,15 +102,6 @@ def test_interrupted_run_resumes_to_the_same_model(tmp_path):
         assert torch.equal(final["model"][key], value), key
     assert final["trainer"]["_trainer"]["optimizer"]["state"][0]["step"] == 8
     assert read_results(out / "final_metrics.json") == read_results(reference / "final_metrics.json")
-
-
-def test_resume_of_a_finished_run_only_re_evaluates(tmp_path, trained):
-    out = tmp_path / "copy"
-    shutil.copytree(trained[0], out)
-    before = (out / "model_final.pth").read_bytes()
-    results = run(compose_tiny(out, "solver.eval_period=10", "resume=true"))
-    assert (out / "model_final.pth").read_bytes() == before
-    assert json.loads(json.dumps(results)) == read_results(trained[0] / "final_metrics.json")
 
 
 def test_find_unused_parameters_auto_follows_dynamic_fusion():

@@ -8,6 +8,7 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from mgfusion.engine import build_lr_scheduler, warmup_cosine, warmup_multistep, warmup_poly
+from mgfusion.utils.registry import RegistryError
 
 from tests.engine.helpers import CONFIGS
 
@@ -97,7 +98,8 @@ def test_scheduler_state_restores_the_same_schedule():
 
 
 def test_bad_schedule_arguments_are_named():
-    with pytest.raises(ValueError, match="warmup_method='cubic' is not one of"):
+    with pytest.raises(RegistryError, match="warmup_method: unknown warm-up method 'cubic'. Registered warm-up "
+                                            "methods: constant, linear"):
         warmup_poly(max_iter=10, warmup_method="cubic")
     with pytest.raises(ValueError, match="max_iter must be > 0"):
         warmup_poly(max_iter=0)

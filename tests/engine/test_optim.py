@@ -1,4 +1,5 @@
-"""Optimizer parameter groups: weight decay rules, backbone LR multiplier, frozen parameters excluded (SPEC 6)."""
+"""Optimizer parameter groups: weight decay rules, backbone LR multiplier, frozen parameters excluded
+(docs/training.md)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from torch import nn
 from mgfusion.engine import build_optimizer, build_param_groups, is_norm_module
 from mgfusion.modeling.backbone import EncoderBackbone
 
-from tests.engine.helpers import CONFIGS
+from tests.engine.helpers import CONFIGS, compose_train
 
 
 class ToyModel(nn.Module):
@@ -84,7 +85,7 @@ def test_param_group_errors_name_the_problem():
 
 def test_paper_solver_node_on_the_fusion_backbone_excludes_the_frozen_auxiliary():
     solver = OmegaConf.load(CONFIGS / "solver" / "adamw_poly.yaml")
-    encoder = instantiate(OmegaConf.load(CONFIGS / "backbone" / "fusion_micro_d3s2.yaml"), _convert_="all")
+    encoder = instantiate(compose_train("backbone=fusion_micro_d3s2").backbone, _convert_="all")
     model = nn.Module()
     model.backbone = EncoderBackbone(encoder=encoder)
     model.predictor = nn.Linear(8, 8)

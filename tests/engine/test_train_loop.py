@@ -13,6 +13,7 @@ from torch import nn
 from mgfusion.engine import AccumulatingAMPTrainer, GradientClipper, Precision, build_gradient_clipper
 import mgfusion.engine.precision as precision_module
 from mgfusion.engine import resolve_precision
+from mgfusion.utils.registry import RegistryError
 
 
 class Regressor(nn.Module):
@@ -84,7 +85,8 @@ def test_per_tensor_and_value_clipping():
     GradientClipper([a, b], clip_type="value", value=0.35)()
     assert torch.allclose(b.grad, torch.tensor([0.3, 0.35]))
     assert build_gradient_clipper([a], enabled=False) is None
-    with pytest.raises(ValueError, match="type='l1' is not one of \\['full_model', 'norm', 'value'\\]"):
+    with pytest.raises(RegistryError, match="clip_gradients.type: unknown gradient clipper 'l1'. Registered gradient "
+                                            "clippers: full_model, norm, value"):
         build_gradient_clipper([a], enabled=True, type="l1")
 
 

@@ -47,17 +47,13 @@ class TinySegmentor(nn.Module):
     following detectron2's meta-architecture conventions; works with any res2..res5 backbone.
 
     Training: ``{"loss_sem_seg": mean cross-entropy over non-ignored pixels}``. Eval: ``[{"sem_seg": (C, H, W)}]``
-    at each input's ``height`` x ``width``. ``num_queries`` / ``instance_on`` / ``panoptic_on`` are accepted because
-    the train config passes them to every model; this model supports semantic outputs only.
+    at each input's ``height`` x ``width`` (semantic segmentation only).
     ``train_step_delay_s`` slows each training forward (tests that kill a run mid-training).
     """
 
     def __init__(self, *, backbone: Backbone, metadata: Any, num_classes: int, ignore_label: int = 255,
-                 num_queries: int | None = None, semantic_on: bool = True, instance_on: bool = False,
-                 panoptic_on: bool = False, train_step_delay_s: float = 0.0) -> None:
+                 train_step_delay_s: float = 0.0) -> None:
         super().__init__()
-        if instance_on or panoptic_on or not semantic_on:
-            raise ValueError("TinySegmentor only predicts semantic segmentation")
         self.backbone = backbone
         self.metadata = metadata
         self.ignore_label = ignore_label
@@ -135,6 +131,6 @@ def register_tiny_shapes(*, root: str, prefix: str = "tiny_shapes", size: int = 
 
 
 def sem_seg_evaluator(*, dataset_name: str, output_dir: str) -> SemSegEvaluator:
-    """detectron2's SemSegEvaluator with a numpy-2 safe label reader (STACK.md)."""
+    """detectron2's SemSegEvaluator with a numpy-2 safe label reader (docs/install.md)."""
     return SemSegEvaluator(dataset_name, distributed=True, output_dir=output_dir,
                            sem_seg_loading_fn=lambda f, dtype: np.asarray(Image.open(f), dtype=dtype))
