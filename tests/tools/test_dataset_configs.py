@@ -176,11 +176,6 @@ def test_missing_dataset_names_the_path_and_the_variable(tmp_path, name):
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=True,
-    reason="needs the engine to read the test sets before building the model and training (engine branch); "
-    "today the missing val split is found only at the final evaluation",
-)
 def test_missing_test_split_fails_before_training(datasets_root, tmp_path):
     root = tmp_path / "datasets"
     shutil.copytree(datasets_root / "cityscapes", root / "cityscapes")
