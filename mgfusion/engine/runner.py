@@ -29,7 +29,7 @@ from .checkpoint import AtomicCheckpointer
 from .config import device_type_of, require_keys, resolve_device, resolve_seed
 from .data import register_datasets
 from .distributed import launch_workers
-from .evaluation import evaluate, format_results, write_metrics_json
+from .evaluation import evaluate, format_results, test_time_summary, write_metrics_json
 from .trainer import Trainer
 
 __all__ = ["run", "run_worker", "FINAL_METRICS", "EVAL_METRICS"]
@@ -101,7 +101,8 @@ def _train(cfg: DictConfig, output_dir: str, seed: int) -> dict[str, Any]:
     if comm.is_main_process() and results:
         logger.info("Final results (iteration %d):\n%s", trainer.max_iter, format_results(results))
         write_metrics_json(os.path.join(output_dir, FINAL_METRICS), results, iteration=trainer.max_iter,
-                           weights=os.path.join(output_dir, f"{trainer.checkpointer.file_prefix}_final.pth"))
+                           weights=os.path.join(output_dir, f"{trainer.checkpointer.file_prefix}_final.pth"),
+                           test_time=test_time_summary(cfg.get("test_time"), cfg.dataset))
         _write_class_tables(results, output_dir)
     return results
 
@@ -110,12 +111,14 @@ def _evaluate_checkpoint(cfg: DictConfig, output_dir: str) -> dict[str, Any]:
     model = build_model(cfg, resolve_device(cfg.device))
     logger.info(describe_parameters(model))
     extra = AtomicCheckpointer(model, output_dir).load(str(cfg.weights), checkpointables=[])
-    results = evaluate(model, cfg.dataset, output_dir=output_dir, num_workers=cfg.runtime.num_workers)
+    results = evaluate(model, cfg.dataset, output_dir=output_dir, num_workers=cfg.runtime.num_workers,
+                       test_time=cfg.get("test_time"))
     if comm.is_main_process():
         iteration = extra.get("iteration")
         logger.info("Results of %s (iteration %s):\n%s", cfg.weights, iteration, format_results(results))
         write_metrics_json(os.path.join(output_dir, EVAL_METRICS), results, iteration=iteration,
-                           weights=os.path.abspath(str(cfg.weights)))
+                           weights=os.path.abspath(str(cfg.weights)),
+                           test_time=test_time_summary(cfg.get("test_time"), cfg.dataset))
         _write_class_tables(results, output_dir)
     return results
 
