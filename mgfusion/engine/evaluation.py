@@ -23,15 +23,20 @@ from mgfusion.utils.io import atomic_write_text
 
 from .data import build_test_loader
 
-__all__ = ["evaluate", "format_results", "write_metrics_json", "plain_results"]
+__all__ = ["evaluate", "format_results", "write_metrics_json", "plain_results", "test_time_summary"]
 
 logger = logging.getLogger(__name__)
 
 
 def evaluate(model: nn.Module, dataset_cfg: DictConfig, *, output_dir: str, num_workers: int = 0,
-             loaded: Mapping[str, list[dict]] | None = None) -> dict[str, Any]:
+             loaded: Mapping[str, list[dict]] | None = None,
+             test_time: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Evaluate ``model`` on every ``dataset.test`` name with the dataset's evaluator (all ranks must call this).
-    ``loaded``: test dataset dicts already read (:func:`~mgfusion.engine.data.load_datasets`).
+
+    Args:
+        loaded: test dataset dicts already read (:func:`~mgfusion.engine.data.load_datasets`).
+        test_time: the ``test_time`` config node (whole image, sliding window, TTA; see
+            :mod:`mgfusion.inference.test_time`); None = whole image. :func:`test_time_summary` gives what to record.
 
     Returns:
         detectron2's convention: ``{task: {metric: value}}`` for one test set, ``{name: {task: {...}}}`` for several;
@@ -39,6 +44,7 @@ def evaluate(model: nn.Module, dataset_cfg: DictConfig, *, output_dir: str, num_
     """
     if isinstance(model, DistributedDataParallel):
         model = model.module  # ranks see different numbers of images: no collective calls in forward
+    model = _with_test_time(model, dataset_cfg, test_time)
     make_evaluator = instantiate(dataset_cfg.evaluator, _convert_="all")
     results: dict[str, Any] = OrderedDict()
     for name in dataset_cfg.test:
@@ -52,6 +58,24 @@ def evaluate(model: nn.Module, dataset_cfg: DictConfig, *, output_dir: str, num_
         return {}
     results = plain_results(results)
     return results[dataset_cfg.test[0]] if len(results) == 1 else results
+
+
+def _with_test_time(model: nn.Module, dataset_cfg: DictConfig, test_time: Mapping[str, Any] | None) -> nn.Module:
+    """``model`` itself for whole-image inference, else wrapped to run the test-time mode."""
+    # imported here: mgfusion.inference imports mgfusion.engine
+    from mgfusion.inference.test_time import TestTimeModel, crop_size_of
+
+    wrapped = TestTimeModel(model, test_time, crop_size=crop_size_of(dataset_cfg))
+    logger.info("Test-time mode: %s", wrapped.config.describe())
+    return model if wrapped.config.is_plain else wrapped
+
+
+def test_time_summary(test_time: Mapping[str, Any] | None, dataset_cfg: DictConfig) -> dict[str, Any]:
+    """The resolved test-time settings as a plain dict (``mode``, ``window``, ``stride``, ``scales``, ``flip``,
+    ``window_batch``), to record next to the metrics it produced."""
+    from mgfusion.inference.test_time import TestTimeConfig, crop_size_of
+
+    return TestTimeConfig.from_any(test_time).with_defaults(crop_size_of(dataset_cfg)).summary()
 
 
 def plain_results(results: Any) -> Any:

@@ -43,7 +43,7 @@ from .checkpoint import INCOMPATIBLE_HINT, AtomicCheckpointer
 from .config import device_type_of, require_keys, resolve_device, resolve_seed
 from .data import load_datasets, register_datasets
 from .distributed import launch_workers
-from .evaluation import evaluate, format_results, write_metrics_json
+from .evaluation import evaluate, format_results, test_time_summary, write_metrics_json
 from .run_dir import OVERRIDES_FILE, check_run_dir, move_previous_run
 from .trainer import Trainer
 
@@ -158,7 +158,8 @@ def _train(cfg: DictConfig, output_dir: str, seed: int, loaded: Mapping[str, lis
     if comm.is_main_process() and results:
         logger.info("Final results (iteration %d):\n%s", trainer.max_iter, format_results(results))
         write_metrics_json(os.path.join(output_dir, FINAL_METRICS), results, iteration=trainer.max_iter,
-                           weights=os.path.join(output_dir, f"{trainer.checkpointer.file_prefix}_final.pth"), **record)
+                           weights=os.path.join(output_dir, f"{trainer.checkpointer.file_prefix}_final.pth"),
+                           test_time=test_time_summary(cfg.get("test_time"), cfg.dataset), **record)
         _write_class_tables(results, output_dir)
     return results
 
@@ -169,12 +170,14 @@ def _evaluate_checkpoint(cfg: DictConfig, output_dir: str, loaded: Mapping[str, 
     checkpointer = AtomicCheckpointer(model, output_dir, strict=bool(cfg.get("weights_strict", True)),
                                       strict_hint=INCOMPATIBLE_HINT)
     extra = checkpointer.load(str(cfg.weights), checkpointables=[])
-    results = evaluate(model, cfg.dataset, output_dir=output_dir, num_workers=cfg.runtime.num_workers, loaded=loaded)
+    results = evaluate(model, cfg.dataset, output_dir=output_dir, num_workers=cfg.runtime.num_workers, loaded=loaded,
+                       test_time=cfg.get("test_time"))
     if comm.is_main_process():
         iteration = extra.get("iteration")
         logger.info("Results of %s (iteration %s):\n%s", cfg.weights, iteration, format_results(results))
         write_metrics_json(os.path.join(output_dir, EVAL_METRICS), results, iteration=iteration,
-                           weights=os.path.abspath(str(cfg.weights)), **_init_record(cfg, checkpointer))
+                           weights=os.path.abspath(str(cfg.weights)),
+                           test_time=test_time_summary(cfg.get("test_time"), cfg.dataset), **_init_record(cfg, checkpointer))
         _write_class_tables(results, output_dir)
     return results
 

@@ -185,7 +185,8 @@ class Trainer(TrainerBase):
     def test(self) -> dict[str, Any]:
         """Evaluate the current model on the test sets (all ranks); remembered as ``last_eval_results``."""
         self.last_eval_results = evaluate(self.model, self.cfg.dataset, output_dir=self.output_dir,
-                                          num_workers=self.cfg.runtime.num_workers, loaded=self.loaded)
+                                          num_workers=self.cfg.runtime.num_workers, loaded=self.loaded,
+                                          test_time=self.cfg.get("test_time"))
         return self.last_eval_results
 
     def state_dict(self) -> dict[str, Any]:

@@ -272,9 +272,7 @@ class MaskFormer(nn.Module):
 
     def forward(self, batched_inputs: list[dict]) -> dict[str, Tensor] | list[dict]:
         images = self.preprocess_image(batched_inputs)
-        features = self.backbone(images.tensor)
-        mask_features, multi_scale_features = self.pixel_decoder(features)
-        outputs = self.transformer_decoder(multi_scale_features, mask_features)
+        outputs = self.forward_head(images.tensor)
         if self.training:
             if any("instances" not in x for x in batched_inputs):
                 raise ValueError('training inputs need "instances" with gt_classes and gt_masks')
@@ -282,6 +280,31 @@ class MaskFormer(nn.Module):
             return self.criterion(outputs, targets)
         with torch.autocast(device_type=self.device.type, enabled=False):
             return self.postprocess(outputs, batched_inputs, images)
+
+    def forward_head(self, images: Tensor) -> dict:
+        """Raw query predictions of normalized, padded images (B, 3, H, W) (H, W multiples of ``size_divisibility``):
+        ``pred_logits`` (B, Q, K+1) class logits (last = no object), ``pred_masks`` (B, Q, H/4, W/4) mask logits and,
+        in training, ``aux_outputs`` (the same per intermediate decoder layer)."""
+        features = self.backbone(images)
+        mask_features, multi_scale_features = self.pixel_decoder(features)
+        return self.transformer_decoder(multi_scale_features, mask_features)
+
+    def semantic_scores(self, images: Sequence[Tensor]) -> list[Tensor]:
+        """Semantic scores (K, h, w) of each RGB image (3, h, w) (0-255, uint8 or float) at its own size.
+
+        The scores are what semantic inference takes the argmax of (:func:`semantic_inference` on the query
+        predictions cropped to the image, no resize). Sliding-window and test-time-augmented inference
+        (:mod:`mgfusion.inference.test_time`) average them over windows, scales and flips.
+        """
+        batch = self.preprocess_image([{"image": image} for image in images])
+        outputs = self.forward_head(batch.tensor)
+        padded_size = batch.tensor.shape[-2:]
+        scores = []
+        with torch.autocast(device_type=self.device.type, enabled=False):
+            for mask_cls, mask_pred, (h, w) in zip(outputs["pred_logits"], outputs["pred_masks"], batch.image_sizes):
+                mask_pred = _resize(mask_pred.float()[None], padded_size)[0][:, :h, :w]
+                scores.append(semantic_inference(mask_cls.float(), mask_pred))
+        return scores
 
     def prepare_targets(self, instances: list, images: ImageList) -> list[Target]:
         """Per image {"labels": (T,), "masks": bool (T, H_pad, W_pad)} on the model's device."""
