@@ -20,12 +20,14 @@ itself accepts ``weights="random"`` for every encoder (it builds the factory's r
 
 from __future__ import annotations
 
-import difflib
 from typing import Any, Callable, TypeVar
 
 from torch import nn
 
-_ENCODERS: dict[str, Callable[..., nn.Module]] = {}
+from mgfusion.utils.registry import Registry, RegistryError
+
+#: every encoder factory by name (the shared registry contract: mgfusion/utils/registry.py)
+ENCODERS: Registry[Callable[..., nn.Module]] = Registry("encoder")
 _REQUIRES_WEIGHTS: set[str] = set()
 
 #: ``weights`` value that asks for random initialisation on purpose (a foundation encoder's ``null`` is refused).
@@ -33,28 +35,20 @@ RANDOM_INIT = "random"
 
 F = TypeVar("F", bound=Callable[..., nn.Module])
 
-
-class UnknownEncoderError(KeyError):
-    """Raised for an encoder name that is not registered; the message lists the registered names."""
-
-    def __str__(self) -> str:  # KeyError quotes its message; keep it readable
-        return str(self.args[0])
+#: the error of an unknown encoder name (kept under its old name for callers that catch it)
+UnknownEncoderError = RegistryError
 
 
 def register_encoder(name: str, *, requires_weights: bool = False) -> Callable[[F], F]:
     """Decorator that registers an encoder factory (function or class) under ``name``.
 
     ``requires_weights=True`` marks a foundation encoder with released weights: a training config that leaves its
-    ``weights`` null is refused (see :func:`check_encoder_weights`). Raises ``ValueError`` if ``name`` is already
-    taken (registries never silently replace entries).
+    ``weights`` null is refused (see :func:`check_encoder_weights`). A name that is already taken raises
+    :class:`~mgfusion.utils.registry.RegistryError` (registries never silently replace entries).
     """
-    if not isinstance(name, str) or not name:
-        raise ValueError(f"encoder name must be a non-empty string, got {name!r}")
 
     def decorator(factory: F) -> F:
-        if name in _ENCODERS and _ENCODERS[name] is not factory:
-            raise ValueError(f"encoder {name!r} is already registered (by {_ENCODERS[name]!r})")
-        _ENCODERS[name] = factory
+        ENCODERS.register(name, factory)
         if requires_weights:
             _REQUIRES_WEIGHTS.add(name)
         return factory
@@ -64,22 +58,16 @@ def register_encoder(name: str, *, requires_weights: bool = False) -> Callable[[
 
 def list_encoders(pattern: str | None = None) -> list[str]:
     """Sorted names of all registered encoders, optionally filtered by a substring ``pattern``."""
-    names = sorted(_ENCODERS)
+    names = ENCODERS.names()
     if pattern:
         names = [n for n in names if pattern in n]
     return names
 
 
 def get_encoder_factory(name: str) -> Callable[..., nn.Module]:
-    """The factory registered under ``name``; unknown names raise :class:`UnknownEncoderError` listing valid ones."""
-    try:
-        return _ENCODERS[name]
-    except KeyError:
-        close = difflib.get_close_matches(str(name), _ENCODERS, n=3)
-        hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
-        raise UnknownEncoderError(
-            f"unknown encoder {name!r}.{hint} Registered encoders: {', '.join(list_encoders())}"
-        ) from None
+    """The factory registered under ``name``; an unknown name raises
+    :class:`~mgfusion.utils.registry.RegistryError` listing the valid ones and the closest matches."""
+    return ENCODERS.get(name)
 
 
 class MissingWeightsError(ValueError):

@@ -19,6 +19,8 @@ Pieces (each usable on its own):
 """
 
 from mgfusion.backbones.registry import MissingWeightsError
+from mgfusion.utils.plugins import PluginImportError
+from mgfusion.utils.registry import RegistryError
 
 from .build import build_backbone, build_model, describe_parameters, random_init_encoders
 from .checkpoint import (
@@ -45,7 +47,7 @@ from .trainer import Trainer
 
 #: errors a user fixes from the message (missing data/weights, a run folder in the way, a mismatching checkpoint);
 #: tools/train_net.py prints them without a traceback and exits with status 2.
-USER_ERRORS = (CheckpointError, FileNotFoundError, RunDirError, MissingWeightsError)
+USER_ERRORS = (CheckpointError, FileNotFoundError, RunDirError, MissingWeightsError, RegistryError, PluginImportError)
 
 __all__ = [
     "USER_ERRORS", "RunDirError", "MissingWeightsError",

@@ -37,6 +37,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from mgfusion.evaluation import grouped_class_markdown, matching_groupings
 from mgfusion.utils.io import atomic_write_text
+from mgfusion.utils.plugins import load_plugins
 
 from .build import build_model, describe_parameters, random_init_encoders
 from .checkpoint import INCOMPATIBLE_HINT, AtomicCheckpointer
@@ -70,6 +71,7 @@ def run(cfg: DictConfig, *, overrides: str | None = None) -> dict[str, Any]:
         The final evaluation results (``{task: {metric: value}}``, or per test set when there are several).
     """
     require_keys(cfg, _REQUIRED, "<root>")
+    load_plugins(cfg.get("imports") or ())  # user modules first: their encoders/datasets are named by the config
     if not cfg.output_dir:
         raise ValueError("output_dir is not set; pass output_dir=PATH (tools/train_net.py uses Hydra's run dir)")
     if cfg.eval_only and not cfg.weights:
@@ -117,6 +119,7 @@ def run_worker(container: dict[str, Any], output_dir: str, init: Mapping[str, An
     by :func:`run` (a single process), else they are registered and read here (before the model is built).
     """
     cfg = OmegaConf.create(container)
+    load_plugins(cfg.get("imports") or ())  # a spawned DDP worker starts without the user's registrations
     with _logging_to(output_dir):
         seed = resolve_seed(cfg.seed)
         if comm.get_world_size() > 1:

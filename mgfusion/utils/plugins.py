@@ -25,7 +25,7 @@ from types import ModuleType
 
 ENTRY_POINT_GROUP = "mgfusion.plugins"
 
-__all__ = ["ENTRY_POINT_GROUP", "PluginImportError", "import_modules", "load_entry_point_plugins"]
+__all__ = ["ENTRY_POINT_GROUP", "PluginImportError", "import_modules", "load_entry_point_plugins", "load_plugins"]
 
 
 class PluginImportError(ImportError):
@@ -58,14 +58,24 @@ def import_modules(names: Iterable[str]) -> list[ModuleType]:
     return modules
 
 
+#: entry points already loaded in this process, ``(group, name, value)``: loading is done once per process, so a
+#: plugin's registration function never runs twice (a second run would register its names again, an error).
+_LOADED: set[tuple[str, str, str]] = set()
+
+
 def load_entry_point_plugins(group: str = ENTRY_POINT_GROUP) -> list[str]:
     """Load every installed entry point of ``group`` (sorted by name); returns ``"name = value"`` of each.
 
     A module entry point is imported; an entry point that names a callable (``module:function``) is called with no
-    arguments after its module is imported.
+    arguments after its module is imported. Each entry point is loaded once per process; later calls list it again
+    without calling it.
     """
     loaded = []
     for ep in sorted(importlib.metadata.entry_points(group=group), key=lambda e: (e.name, e.value)):
+        key = (group, ep.name, ep.value)
+        if key in _LOADED:
+            loaded.append(f"{ep.name} = {ep.value}")
+            continue
         dist = getattr(ep, "dist", None)
         origin = f"entry point {ep.name!r} = {ep.value!r} of group {group!r}" + (
             f" (distribution {dist.name} {dist.version})" if dist is not None else "")
@@ -76,5 +86,13 @@ def load_entry_point_plugins(group: str = ENTRY_POINT_GROUP) -> list[str]:
         except Exception as e:
             raise PluginImportError(f"loading plugin {origin} failed: {type(e).__name__}: {e}. Fix or uninstall "
                                     "that package") from e
+        _LOADED.add(key)
         loaded.append(f"{ep.name} = {ep.value}")
     return loaded
+
+
+def load_plugins(imports: Iterable[str] = ()) -> list[str]:
+    """What every tool does before building anything: import ``imports`` (a tool's ``imports=[...]`` option), then
+    the installed ``mgfusion.plugins`` entry points; returns the entry points loaded."""
+    import_modules(list(imports or ()))
+    return load_entry_point_plugins()

@@ -64,7 +64,7 @@ class _Constant(Encoder):
 @pytest.fixture
 def isolated_registry(monkeypatch):
     """Registrations made by a test are removed afterwards (other tests see the shipped registry)."""
-    monkeypatch.setattr(registry_module, "_ENCODERS", dict(registry_module._ENCODERS))
+    monkeypatch.setattr(registry_module.ENCODERS, "_entries", dict(registry_module.ENCODERS._entries))
 
 
 def test_custom_encoder_registration_and_overrides(isolated_registry):
