@@ -18,7 +18,7 @@ from .configs import ABSENT, NOT_A_SETTING, describe, format_value
 from .errors import AnalysisError
 from .profiles import Profile
 from .render import csv_text, fmt, markdown_table
-from .runs import TrainingRun
+from .runs import TrainingRun, random_init_note
 from .stats import RankCorrelation, rank_correlation
 from .stride_grid import (
     AUX_KEY,
@@ -52,6 +52,7 @@ class EfGain:
     fused_runs: dict[int, Path] = field(default_factory=dict)
     baseline_run: Path | None = None
     missing: list[int] = field(default_factory=list)
+    random_init: str = ""  # the warning of :func:`~mgfusion.analysis.runs.random_init_note`, when any
 
     @property
     def strides(self) -> list[int]:
@@ -84,6 +85,7 @@ class EfGain:
                    "observed one; Kendall's p is scipy's (exact for small n without ties).\n")
         if self.missing:
             out.append(f"\nProfiled strides without a fused run (left out): {', '.join(map(str, self.missing))}\n")
+        out.append(self.random_init)
         if self.fused_runs:
             out.append("\n## Runs\n\n" + markdown_table(
                 ["stride", "run folder"], [[f"OS{s}", f"`{p}`"] for s, p in sorted(self.fused_runs.items())]
@@ -187,4 +189,5 @@ def ef_gain_from_runs(profile: Profile, fused_runs: Sequence[TrainingRun], basel
         profile_source=profile.describe_source(),
         setting=(f"master {setting.master} ({setting.master_training}), auxiliary {setting.auxiliary}"
                  + (f"; {describe(setting.values, keys)}" if keys else "")),
-        fused_runs={s: r.folder for s, r in setting.runs.items()}, baseline_run=baseline.folder, missing=missing)
+        fused_runs={s: r.folder for s, r in setting.runs.items()}, baseline_run=baseline.folder, missing=missing,
+        random_init=random_init_note([*(r for _, r in sorted(setting.runs.items())), baseline]))

@@ -22,7 +22,7 @@ from .configs import ABSENT, flatten_config, format_value
 from .errors import AnalysisError, UnfinishedRunError
 
 __all__ = ["METRIC_ALIASES", "TrainingRun", "find_run_folders", "load_run", "load_runs", "metric_value",
-           "select_runs"]
+           "random_init_note", "select_runs"]
 
 #: headline metric names and where detectron2's evaluators put them: ``results[task][key]``.
 METRIC_ALIASES: dict[str, tuple[str, str]] = {
@@ -192,6 +192,16 @@ def load_runs(roots: Sequence[str | os.PathLike], *, results: str = "auto", test
                             f"or failed):\n{listed}\nFinish them (same command + resume=true), remove them, or pass "
                             "--allow-missing to tabulate the others (missing cells are marked).")
     return runs, unfinished
+
+
+def random_init_note(runs: Sequence[TrainingRun]) -> str:
+    """A Markdown warning listing the runs whose metrics file records encoders started from random weights
+    (empty when none)."""
+    hit = [r for r in runs if r.random_init]
+    if not hit:
+        return ""
+    return ("\n**Warning: some runs started from random weights** (recorded in their metrics files):\n"
+            + "".join(f"- `{r.folder}`: {', '.join(r.random_init)}\n" for r in hit))
 
 
 def select_runs(runs: Sequence[TrainingRun], where: Mapping[str, str]) -> list[TrainingRun]:

@@ -25,7 +25,7 @@ from .configs import ABSENT, NOT_A_SETTING, describe, format_value, varying_keys
 from .errors import AnalysisError
 from .profiles import Profile
 from .render import csv_text, fmt, markdown_table
-from .runs import METRIC_ALIASES, TrainingRun
+from .runs import METRIC_ALIASES, TrainingRun, random_init_note
 
 __all__ = ["AUX_KEY", "MASTER_KEY", "STRIDE_KEY", "TRAIN_MASTER_KEY", "Setting", "StrideChoice", "StrideGrid",
            "auxiliary_ef_from_profile", "build_stride_grid", "group_settings"]
@@ -121,10 +121,7 @@ class StrideGrid:
                        + ", ".join(f"setting {n} at OS{s}" for n, s in self.missing) + "\n")
         if self.unfinished:
             out.append("\nUnfinished runs left out:\n" + "".join(f"- `{f}`\n" for f, _ in self.unfinished))
-        random = sorted({(str(r.folder), e) for s in self.settings for r in s.runs.values() for e in r.random_init})
-        if random:
-            out.append("\n**Warning: some runs started from random weights** (recorded in their metrics files):\n"
-                       + "".join(f"- `{f}`: {e}\n" for f, e in random))
+        out.append(random_init_note([r for s in self.settings for _, r in sorted(s.runs.items())]))
         return "".join(out)
 
     def _metric_table(self, metric: str, digits: int) -> str:

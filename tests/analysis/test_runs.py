@@ -10,6 +10,7 @@ import yaml
 from mgfusion.analysis import (
     AnalysisError,
     auxiliary_ef_from_profile,
+    build_stride_grid,
     find_run_folders,
     load_profile,
     load_run,
@@ -84,3 +85,13 @@ def test_auxiliary_named_otherwise_in_the_profile(tmp_path):
         auxiliary_ef_from_profile(prof, ["sam2_hiera_bplus"])
     ef = auxiliary_ef_from_profile(prof, ["sam2_hiera_bplus"], {"sam2_hiera_bplus": "sam2_bplus_ft"})
     assert ef == {"sam2_hiera_bplus": ("sam2_bplus_ft", {4: 6.60, 8: 8.59, 16: 17.13, 32: 12.47})}
+
+
+def test_runs_started_from_random_weights_are_flagged(tmp_path):
+    for s, rand in ((8, ["backbone.master (dinov3_vitb16)"]), (16, [])):
+        writers.fused_run(tmp_path / f"r{s}", master="dinov3_vitb16", auxiliary="sam2_hiera_bplus", stride=s,
+                          ap=30.0, random_init=rand)
+    runs, _ = load_runs([tmp_path])
+    md = build_stride_grid(runs).markdown()
+    assert "**Warning: some runs started from random weights**" in md
+    assert f"- `{tmp_path / 'r8'}`: backbone.master (dinov3_vitb16)\n" in md and f"`{tmp_path / 'r16'}`: " not in md

@@ -58,11 +58,13 @@ def _common(folder: Path, dataset: str, solver: Mapping[str, Any] | None, seed: 
     }
 
 
-def _write(folder: Path, config: Mapping[str, Any], results: Mapping[str, Any] | None, iteration: int) -> Path:
+def _write(folder: Path, config: Mapping[str, Any], results: Mapping[str, Any] | None, iteration: int,
+           random_init: Sequence[str] = ()) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "config.yaml").write_text(yaml.safe_dump(dict(config), sort_keys=False))
     if results is not None:
-        payload = {"iteration": iteration, "weights": str(folder / "model_final.pth"), "results": dict(results)}
+        payload = {"iteration": iteration, "weights": str(folder / "model_final.pth"), "init_weights": None,
+                   "weights_strict": True, "random_init": list(random_init), "results": dict(results)}
         (folder / "final_metrics.json").write_text(json.dumps(payload, indent=2))
     return folder
 
@@ -70,7 +72,7 @@ def _write(folder: Path, config: Mapping[str, Any], results: Mapping[str, Any] |
 def fused_run(folder: Path, *, master: str, auxiliary: str, stride: Any, ap: float | None,
               train_master: bool = True, dataset: str = "cityscapes_instance", solver: Mapping[str, Any] | None = None,
               seed: int = 0, results: Mapping[str, Any] | None = None, finished: bool = True,
-              iteration: int = 90000) -> Path:
+              iteration: int = 90000, random_init: Sequence[str] = ()) -> Path:
     """A finished fused run (``results`` default: ``{"segm": {"AP": ap, "AP50": ap + 20}}``)."""
     config = {
         "backbone": {"_target_": "mgfusion.backbones.build_fusion_backbone",
@@ -82,7 +84,7 @@ def fused_run(folder: Path, *, master: str, auxiliary: str, stride: Any, ap: flo
     }
     if results is None:
         results = {"segm": {"AP": ap, "AP50": None if ap is None else ap + 20}}
-    return _write(folder, config, results if finished else None, iteration)
+    return _write(folder, config, results if finished else None, iteration, random_init)
 
 
 def single_run(folder: Path, *, encoder: str, ap: float, dataset: str = "cityscapes_instance",
