@@ -89,7 +89,7 @@ class Sensitivity:
                         if r.correlations[(enc, metric)].defined]
                 if vals:
                     out.append(f"- {enc} {metric} per-stride Spearman ρ vs baseline: median {statistics.median(vals):.2f},"
-                               f" min {min(vals):.2f} ({len(vals)} settings)\n")
+                               f" min {min(vals):.2f} ({len(vals)} setting(s))\n")
         head = ["setting (vs baseline)", *[f"ρ {m} {e}" for e in self.encoders for m in self.metrics],
                 "recommendation", "stride kept", "pair kept"]
         rows = []
