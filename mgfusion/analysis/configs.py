@@ -11,17 +11,13 @@ import json
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+from mgfusion.utils.config_keys import NON_RESULT_KEYS
+
 __all__ = ["ABSENT", "NOT_A_SETTING", "describe", "flatten_config", "format_value", "varying_keys"]
 
 #: config keys that differ between runs without changing what is trained or evaluated (a run folder, resumption,
-#: the process layout, logging). They never define a setting. (Same list as the keys the trainer lets differ when
-#: a run is resumed.)
-NOT_A_SETTING = frozenset({
-    "output_dir", "resume", "overwrite",
-    "runtime.num_workers", "runtime.log_period", "runtime.tensorboard", "runtime.gather_metric_period",
-    "runtime.num_gpus", "runtime.num_machines", "runtime.machine_rank", "runtime.dist_url",
-    "runtime.dist_timeout_minutes", "runtime.find_unused_parameters", "runtime.cudnn_benchmark",
-})  # fmt: skip
+#: the process layout, logging). They never define a setting (the keys the trainer lets differ when a run is resumed).
+NOT_A_SETTING = NON_RESULT_KEYS
 
 
 class _Absent:

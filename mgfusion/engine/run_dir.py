@@ -33,6 +33,8 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
+from mgfusion.utils.config_keys import NON_RESULT_KEYS
+
 __all__ = [
     "MAX_NAME_CHARS",
     "OVERRIDES_FILE",
@@ -62,12 +64,7 @@ _TRAINING_MARKERS = ("model_*.pth", "last_checkpoint", "metrics.json", "final_me
 #: layout may change because ``solver.ims_per_batch`` is the global batch and the sample stream is global (each rank
 #: takes every world-size-th sample), so the same images are seen in the same order. ``device`` is not in the list:
 #: it changes the mixed-precision policy (``solver.amp.dtype=auto``).
-RESUME_MAY_DIFFER = frozenset({
-    "resume", "overwrite", "output_dir",
-    "runtime.num_workers", "runtime.log_period", "runtime.tensorboard", "runtime.gather_metric_period",
-    "runtime.num_gpus", "runtime.num_machines", "runtime.machine_rank", "runtime.dist_url",
-    "runtime.dist_timeout_minutes", "runtime.find_unused_parameters", "runtime.cudnn_benchmark",
-})  # fmt: skip
+RESUME_MAY_DIFFER = NON_RESULT_KEYS
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._+@-]")
 _SEPARATORS = str.maketrans({"=": "-", ",": "+"})
