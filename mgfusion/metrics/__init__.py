@@ -5,11 +5,17 @@ any model can be profiled. Definitions: ../shared/SPEC.md §1-§4; defaults: SPE
 
 Entry points::
 
-    compute_metrics(features, images, *, stride, variant="reference", valid_hw=None, seed=0, **hparams)
+    compute_metrics(features, images, *, stride, variant="reference", valid_hw=None, seed=0, image_range=None,
+                    **hparams)
         -> {"SFC","SCS","SC","EC","NC","FC","SP","EF", + "EC_chance","NC_chance","EC_lift","NC_lift",
             "EF_lift","SP_len"}: (B,) float32, unrounded
     compute_pyramid_metrics({stride: features}, images, ...) -> {stride: dict}
     aggregate(per_image_values, variant) -> {name: {"mean", "std", "count"}}
+
+Image value range: uint8 images are 0..255; float images must state their scale with ``image_range=1.0`` (0..1) or
+``image_range=255.0`` (0..255), other integer types too (e.g. ``image_range=65535.0`` for uint16). Values outside
+``[0, image_range]`` by more than 1e-6 x image_range raise a ValueError naming the observed range (smaller
+excursions are round-off and clipped); the range is never guessed from the values.
 
 Variants (``list_variants()``):
 
@@ -63,23 +69,34 @@ cores (benchmarks/metrics_speed.py); the extra memory is O(C^2 + N k) per level 
 """
 
 from mgfusion.metrics.aggregate import aggregate
-from mgfusion.metrics.api import METRIC_KEYS, PARTS, MetricSuite, compute_metrics, compute_pyramid_metrics
-from mgfusion.metrics.config import VARIANTS, MetricConfig, list_variants, resolve_config
+from mgfusion.metrics.api import (
+    METRIC_KEYS,
+    PARTS,
+    MetricSuite,
+    compute_metrics,
+    compute_pyramid_metrics,
+)
+from mgfusion.metrics.config import (
+    VARIANTS,
+    MetricConfig,
+    list_variants,
+    resolve_config,
+)
 from mgfusion.metrics.pca import pca_map
 from mgfusion.metrics.supervised import sc_gt, spearman
 
 __all__ = [
-    "pca_map",
-    "compute_metrics",
-    "compute_pyramid_metrics",
-    "MetricSuite",
     "METRIC_KEYS",
     "PARTS",
-    "MetricConfig",
     "VARIANTS",
-    "list_variants",
-    "resolve_config",
+    "MetricConfig",
+    "MetricSuite",
     "aggregate",
+    "compute_metrics",
+    "compute_pyramid_metrics",
+    "list_variants",
+    "pca_map",
+    "resolve_config",
     "sc_gt",
     "spearman",
 ]

@@ -17,7 +17,7 @@ from mgfusion.metrics.config import MetricConfig, resolve_config
 from mgfusion.metrics.level import level_metrics
 from mgfusion.metrics.primitives import to_unit_rgb
 
-__all__ = ["compute_metrics", "compute_pyramid_metrics", "MetricSuite", "METRIC_KEYS", "PARTS"]
+__all__ = ["METRIC_KEYS", "PARTS", "MetricSuite", "compute_metrics", "compute_pyramid_metrics"]
 
 #: Keys returned by every variant (more keys may follow, e.g. EC_lift, NC_lift, EF_lift, SP_len).
 METRIC_KEYS = ("SFC", "SCS", "SC", "EC", "NC", "FC", "SP", "EF")
@@ -52,16 +52,18 @@ def _finite(x: torch.Tensor, what: str, policy: str) -> torch.Tensor:
     return x
 
 
-def _prepare_images(images: ImagesLike | None, batch: int, device: torch.device,
-                    policy: str) -> list[torch.Tensor] | torch.Tensor | None:
-    """Unit-range float32 RGB on ``device``: a ``(B,3,H0,W0)`` tensor, or a list of ``(3,h,w)`` tensors."""
+def _prepare_images(images: ImagesLike | None, batch: int, device: torch.device, policy: str,
+                    image_range: float | None) -> list[torch.Tensor] | torch.Tensor | None:
+    """Unit-range float32 RGB on ``device``: a ``(B,3,H0,W0)`` tensor, or a list of ``(3,h,w)`` tensors.
+
+    The value scale follows ``primitives.to_unit_rgb``: uint8 = 0..255, anything else needs ``image_range``."""
     if images is None:
         return None
     if isinstance(images, torch.Tensor):
         if images.ndim != 4 or images.shape[1] != 3 or images.shape[0] != batch:
             raise ValueError(f"images must be (B,3,H0,W0) RGB with B={batch} (the features' batch), "
                              f"got shape {tuple(images.shape)}")
-        return to_unit_rgb(_finite(images.to(device), "images", policy))
+        return to_unit_rgb(_finite(images.to(device), "images", policy), image_range)
     images = list(images)
     if len(images) != batch:
         raise ValueError(f"got {len(images)} images for a feature batch of {batch}")
@@ -69,7 +71,10 @@ def _prepare_images(images: ImagesLike | None, batch: int, device: torch.device,
     for i, img in enumerate(images):
         if img.ndim != 3 or img.shape[0] != 3:
             raise ValueError(f"images[{i}] must be (3,H,W) RGB, got shape {tuple(img.shape)}")
-        out.append(to_unit_rgb(_finite(img.to(device).unsqueeze(0), f"images[{i}]", policy))[0])
+        try:
+            out.append(to_unit_rgb(_finite(img.to(device).unsqueeze(0), f"images[{i}]", policy), image_range)[0])
+        except ValueError as err:
+            raise ValueError(f"images[{i}]: {err}") from None
     return out
 
 
@@ -167,19 +172,23 @@ def _level(features: torch.Tensor, images, *, stride: int, cfg: MetricConfig, va
 
 def compute_metrics(features: torch.Tensor, images: ImagesLike | None, *, stride: int, variant: str = "reference",
                     valid_hw: ValidHW | None = None, seed: int = 0, parts: Collection[str] = PARTS,
-                    **hparams: Any) -> dict[str, torch.Tensor]:
+                    image_range: float | None = None, **hparams: Any) -> dict[str, torch.Tensor]:
     """Label-free SC/EF metrics of one pyramid level, per image.
 
     Args:
         features: ``(B,C,H,W)`` features at output stride ``stride`` (any float dtype/device; autocast is ignored).
-        images: the matching RGB images, ``(B,3,H0,W0)`` uint8 0-255 or float 0-1, or a list of ``(3,h,w)`` images
-            of different sizes (then ``valid_hw`` defaults to their sizes). Only needed for EF.
+        images: the matching RGB images ``(B,3,H0,W0)``, or a list of ``(3,h,w)`` images of different sizes (then
+            ``valid_hw`` defaults to their sizes). Only needed (and only checked) for EF.
         stride: output stride of ``features`` in image pixels.
         variant: ``"reference"``, ``"paper"`` or ``"corrected"`` (``list_variants()``).
         valid_hw: per-image valid ``(H0, W0)`` inside padded images/features, ``(B,2)`` tensor or pairs; features
             are cropped to ``ceil(H0/stride) x ceil(W0/stride)`` and images to the same field of view.
         seed: seed of the SCS pixel subsample, k-means++ and silhouette subsample (same for every image).
         parts: metric groups to compute, subset of ``("SC", "EF")``.
+        image_range: the maximum of the images' value scale. uint8 images are 0..255 and need none; float images
+            must state it (``1.0`` for 0..1, ``255.0`` for 0..255), other integer types too (e.g. ``65535.0``).
+            Values outside ``[0, image_range]`` (beyond 1e-6 x image_range of round-off) raise a ValueError naming
+            the observed range; the range is never guessed.
         **hparams: any ``MetricConfig`` field (SPEC §9 defaults), e.g. ``q_feat=0.2``, ``fc_map="l2"``.
 
     Returns:
@@ -190,14 +199,19 @@ def compute_metrics(features: torch.Tensor, images: ImagesLike | None, *, stride
     parts = _check_parts(parts)
     _check_features(features)
     with torch.no_grad(), torch.autocast(device_type=features.device.type, enabled=False):
-        imgs = _prepare_images(images if "EF" in parts else None, features.shape[0], features.device, cfg.nonfinite)
+        imgs = _prepare_images(images if "EF" in parts else None, features.shape[0], features.device, cfg.nonfinite,
+                               image_range)
         return _level(features, imgs, stride=stride, cfg=cfg, valid_hw=valid_hw, seed=seed, parts=parts)
 
 
 def compute_pyramid_metrics(features: Mapping[int, torch.Tensor], images: ImagesLike | None, *,
                             variant: str = "reference", valid_hw: ValidHW | None = None, seed: int = 0,
-                            parts: Collection[str] = PARTS, **hparams: Any) -> dict[int, dict[str, torch.Tensor]]:
-    """``{stride: compute_metrics(...)}`` for a pyramid ``{stride: (B,C,H/s,W/s)}``; images are prepared once."""
+                            parts: Collection[str] = PARTS, image_range: float | None = None,
+                            **hparams: Any) -> dict[int, dict[str, torch.Tensor]]:
+    """``{stride: compute_metrics(...)}`` for a pyramid ``{stride: (B,C,H/s,W/s)}``; images are prepared once.
+
+    ``image_range`` as in ``compute_metrics``: uint8 images are 0..255, float images need ``image_range=1.0`` or
+    ``255.0`` (values outside the declared range raise a ValueError)."""
     cfg = resolve_config(variant, hparams)
     parts = _check_parts(parts)
     if not features:
@@ -207,7 +221,8 @@ def compute_pyramid_metrics(features: Mapping[int, torch.Tensor], images: Images
     if len(set(sizes.values())) != 1:
         raise ValueError(f"every pyramid level must hold the same images; batch sizes per stride: {sizes}")
     with torch.no_grad(), torch.autocast(device_type=first.device.type, enabled=False):
-        imgs = _prepare_images(images if "EF" in parts else None, first.shape[0], first.device, cfg.nonfinite)
+        imgs = _prepare_images(images if "EF" in parts else None, first.shape[0], first.device, cfg.nonfinite,
+                               image_range)
         return {int(s): _level(f, imgs, stride=int(s), cfg=cfg, valid_hw=valid_hw, seed=seed, parts=parts)
                 for s, f in features.items()}
 
@@ -225,16 +240,16 @@ class MetricSuite:
         self.hparams = dict(hparams)
 
     def __call__(self, features: torch.Tensor, images: ImagesLike | None, *, stride: int,
-                 valid_hw: ValidHW | None = None) -> dict[str, torch.Tensor]:
-        """``compute_metrics`` with this suite's settings."""
+                 valid_hw: ValidHW | None = None, image_range: float | None = None) -> dict[str, torch.Tensor]:
+        """``compute_metrics`` with this suite's settings (``image_range``: see ``compute_metrics``)."""
         return compute_metrics(features, images, stride=stride, variant=self.variant, valid_hw=valid_hw,
-                               seed=self.seed, parts=self.parts, **self.hparams)
+                               seed=self.seed, parts=self.parts, image_range=image_range, **self.hparams)
 
     def pyramid(self, features: Mapping[int, torch.Tensor], images: ImagesLike | None, *,
-                valid_hw: ValidHW | None = None) -> dict[int, dict[str, torch.Tensor]]:
-        """``compute_pyramid_metrics`` with this suite's settings."""
+                valid_hw: ValidHW | None = None, image_range: float | None = None) -> dict[int, dict[str, torch.Tensor]]:
+        """``compute_pyramid_metrics`` with this suite's settings (``image_range``: see ``compute_metrics``)."""
         return compute_pyramid_metrics(features, images, variant=self.variant, valid_hw=valid_hw, seed=self.seed,
-                                       parts=self.parts, **self.hparams)
+                                       parts=self.parts, image_range=image_range, **self.hparams)
 
     def __repr__(self) -> str:
         return f"MetricSuite(variant={self.variant!r}, seed={self.seed}, parts={self.parts}, hparams={self.hparams})"

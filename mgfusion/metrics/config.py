@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["MetricConfig", "VARIANTS", "list_variants", "resolve_config", "CHOICES"]
+__all__ = ["CHOICES", "VARIANTS", "MetricConfig", "list_variants", "resolve_config"]
 
 #: Allowed values of the string-valued rule switches.
 CHOICES: dict[str, tuple[str, ...]] = {

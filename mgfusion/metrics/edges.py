@@ -23,7 +23,7 @@ from mgfusion.metrics.primitives import (
 )
 from mgfusion.metrics.spectrum import frequency_content
 
-__all__ = ["image_centerlines", "edge_fidelity"]
+__all__ = ["edge_fidelity", "image_centerlines"]
 
 
 def image_centerlines(lum: torch.Tensor, cfg: MetricConfig) -> torch.Tensor:

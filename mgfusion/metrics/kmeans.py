@@ -107,7 +107,7 @@ def kmeans_labels(x: torch.Tensor, ks: Sequence[int], *, n_init: int = 10, scree
     Items are processed in chunks small enough to keep the distance buffers cache-sized and to stop each chunk as
     soon as its own runs have converged.
     """
-    g, n, d = x.shape
+    g, n, _d = x.shape
     ks = [int(k) for k in ks]
     if max(ks) > n:
         raise ValueError(f"cannot form {max(ks)} clusters from {n} points")
@@ -118,7 +118,7 @@ def kmeans_labels(x: torch.Tensor, ks: Sequence[int], *, n_init: int = 10, scree
 
 def _kmeans_chunk(x: torch.Tensor, ks: list[int], n_init: int, screen_iter: int, max_iter: int, tol: float,
                   seed: int) -> torch.Tensor:
-    g, n, d = x.shape
+    g, _n, d = x.shape
     k_max = max(ks)
     gen = torch.Generator(device="cpu").manual_seed(int(seed))
     x_t = x.transpose(1, 2).contiguous()

@@ -30,7 +30,7 @@ def level_metrics(features: torch.Tensor, rgb01: torch.Tensor | None, *, stride:
 
     ``rgb01`` ``(B,3,H0,W0)`` in [0,1] covering exactly the features' field of view (needed for EF).
     """
-    b, c, h, w = features.shape
+    b, _c, h, w = features.shape
     l2 = channel_l2(features)
     cf = centre_channels(features)
     keep = (~cf.constant()).to(torch.float32)

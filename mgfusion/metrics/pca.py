@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import torch
 
-__all__ = ["CentredFeatures", "centre_channels", "principal_scores", "first_component_map", "pca_map"]
+__all__ = ["CentredFeatures", "centre_channels", "first_component_map", "pca_map", "principal_scores"]
 
 _CHUNK_ELEMENTS = 1 << 20  # feature entries per pixel chunk (4 MB of float32)
 

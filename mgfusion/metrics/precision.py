@@ -20,7 +20,7 @@ import torch.nn.functional as F
 
 from mgfusion.metrics.primitives import zscore
 
-__all__ = ["shift_radii", "spatial_precision", "highpass"]
+__all__ = ["highpass", "shift_radii", "spatial_precision"]
 
 _DIRECTIONS = ((1, 0), (0, 1), (1, 1), (1, -1))
 

@@ -14,37 +14,82 @@ import torch
 import torch.nn.functional as F
 
 __all__ = [
-    "to_unit_rgb",
-    "luminance",
-    "sobel_magnitude",
+    "RANGE_TOLERANCE",
+    "centerlines",
+    "channel_l2",
+    "dilate",
+    "hann2d",
+    "image_scale",
     "interior",
     "interior_mask",
+    "luminance",
     "minmax_in_interior",
+    "sobel_magnitude",
+    "to_unit_rgb",
     "top_fraction_mask",
-    "centerlines",
-    "dilate",
     "zscore",
-    "channel_l2",
-    "hann2d",
 ]
 
 EPS = 1e-8
 
 
-def to_unit_rgb(images: torch.Tensor) -> torch.Tensor:
-    """RGB images ``(B,3,H,W)`` (uint8 0-255, or float 0-1 / 0-255) -> float32 in [0, 1] (SPEC P9).
+#: Relative slack of the declared image range: values within ``RANGE_TOLERANCE * image_range`` outside
+#: ``[0, image_range]`` are float round-off and clipped; anything further out is an error.
+RANGE_TOLERANCE = 1e-6
 
-    Integer images are divided by 255; a float image is divided by 255 when its maximum exceeds 1 (decided per
-    image, so the result never depends on the other images of the batch).
+
+def image_scale(dtype: torch.dtype, image_range: float | None) -> float:
+    """The maximum of the value scale of images of ``dtype`` (see ``to_unit_rgb`` for the rule)."""
+    if image_range is not None:
+        if isinstance(image_range, bool) or not isinstance(image_range, (int, float)) \
+                or not math.isfinite(image_range) or image_range <= 0:
+            raise ValueError(f"image_range must be a positive finite number (the maximum of the value scale, "
+                             f"e.g. 1.0 or 255.0), got {image_range!r}")
+        image_range = float(image_range)
+    if dtype == torch.uint8:
+        if image_range is not None and image_range != 255.0:
+            raise ValueError(f"uint8 images are 0..255; image_range={image_range} contradicts that "
+                             "(omit image_range for uint8 images)")
+        return 255.0
+    if dtype == torch.bool or dtype.is_complex:
+        raise ValueError(f"images of dtype {dtype} are not supported; pass uint8 (0..255) or float RGB with "
+                         "image_range")
+    if image_range is None:
+        if dtype.is_floating_point:
+            raise ValueError(f"{dtype} images need an explicit value range: pass image_range=1.0 (0..1 images) "
+                             "or image_range=255.0 (0..255 images)")
+        raise ValueError(f"{dtype} images need an explicit value range: pass image_range=<the maximum of the "
+                         f"scale>, e.g. {float(torch.iinfo(dtype).max)} for the full {dtype} range "
+                         "(only uint8 images default to 0..255)")
+    return image_range
+
+
+def to_unit_rgb(images: torch.Tensor, image_range: float | None = None) -> torch.Tensor:
+    """RGB images ``(B,3,H,W)`` -> float32 in [0, 1] (divided by the maximum of their value scale).
+
+    The scale is never guessed: uint8 images are 0..255 (``image_range`` omitted or 255); floating-point images
+    need ``image_range`` (1.0 for 0..1 images, 255.0 for 0..255 images); other integer types (e.g. uint16) need it
+    too (e.g. 65535.0, or 4095.0 for 12-bit data). Values outside ``[0, image_range]`` by more than
+    ``RANGE_TOLERANCE`` (1e-6) x ``image_range`` raise a ValueError naming the observed minimum and maximum and the
+    offending images (e.g. bicubic overshoot such as 1.0001 on a 0..1 image); smaller excursions are float
+    round-off and are clipped.
     """
     if images.ndim != 4 or images.shape[1] != 3:
         raise ValueError(f"images must be (B,3,H,W) RGB, got shape {tuple(images.shape)}")
+    scale = image_scale(images.dtype, image_range)
     x = images.to(torch.float32)
-    if not images.is_floating_point():
-        return (x / 255.0).clamp_(0.0, 1.0)
-    big = x.flatten(1).amax(dim=1) > 1.0
-    scale = torch.where(big, 1.0 / 255.0, 1.0).view(-1, 1, 1, 1)
-    return (x * scale).clamp_(0.0, 1.0)
+    if images.dtype != torch.uint8 and x.numel():
+        flat = x.flatten(1)
+        lo, hi = flat.amin(dim=1), flat.amax(dim=1)
+        slack = RANGE_TOLERANCE * scale
+        bad = (lo < -slack) | (hi > scale + slack)
+        if bool(bad.any()):
+            ids = bad.nonzero().flatten().tolist()
+            raise ValueError(
+                f"images hold values in [{float(lo.min()):.6g}, {float(hi.max()):.6g}] (images {ids}), outside the "
+                f"declared range [0, {scale:g}] (image_range={scale:g}); pass the range the images really use "
+                f"or clip them (e.g. images.clamp(0, {scale:g})) before computing metrics")
+    return (x / scale).clamp_(0.0, 1.0)
 
 
 def luminance(rgb01: torch.Tensor, size: tuple[int, int], *, antialias: bool = False) -> torch.Tensor:
@@ -112,7 +157,7 @@ def top_fraction_mask(x: torch.Tensor, q: float, border: int, *, min_range: floa
     n_valid = vals.shape[1]
     if n_valid < 4:
         return out
-    k = max(1, int(math.ceil(q * float(n_valid))))
+    k = max(1, math.ceil(q * float(n_valid)))
     thr = torch.topk(vals, k, dim=1, sorted=False).values.amin(dim=1, keepdim=True)
     above = vals > thr
     ties = vals == thr

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["stratified_mask", "silhouette_from_masks", "valid_clusterings"]
+__all__ = ["silhouette_from_masks", "stratified_mask", "valid_clusterings"]
 
 _CHUNK_ELEMENTS = 1 << 18  # distance entries per row chunk (1 MB: stays in cache)
 
@@ -57,7 +57,7 @@ def silhouette_from_masks(points: torch.Tensor, labels: torch.Tensor, chosen: to
                           n_clusters: int) -> torch.Tensor:
     """Mean silhouette ``(G,L)`` of ``points`` ``(G,n,d)`` under each labelling ``labels`` ``(G,L,n)``, computed
     over the points ``chosen`` ``(G,L,n)`` for that labelling (0 where fewer than 2 clusters are present)."""
-    g, n_lab, n = labels.shape
+    g, n_lab, _n = labels.shape
     d = points.shape[-1]
     union = chosen.any(dim=1)  # (G,n)
     m = int(union.sum(-1).max())

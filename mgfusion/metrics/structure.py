@@ -15,15 +15,19 @@ from mgfusion.metrics.config import MetricConfig
 from mgfusion.metrics.kmeans import kmeans_labels
 from mgfusion.metrics.pca import CentredFeatures, principal_scores
 from mgfusion.metrics.primitives import zscore
-from mgfusion.metrics.silhouette import silhouette_from_masks, stratified_mask, valid_clusterings
+from mgfusion.metrics.silhouette import (
+    silhouette_from_masks,
+    stratified_mask,
+    valid_clusterings,
+)
 
 __all__ = [
-    "structured_feature_contrast",
+    "median_of_valid",
+    "scs_sample_indices",
     "sfc_grid_shape",
     "structural_clustering_score",
     "structural_clustering_score_sklearn",
-    "median_of_valid",
-    "scs_sample_indices",
+    "structured_feature_contrast",
 ]
 
 
@@ -109,7 +113,7 @@ def structural_clustering_score_sklearn(features: torch.Tensor, *, cfg: MetricCo
     from sklearn.decomposition import PCA
     from sklearn.metrics import silhouette_score
 
-    b, c = features.shape[:2]
+    b, _c = features.shape[:2]
     flat = features.detach().to(torch.float32).flatten(2).transpose(1, 2).cpu().numpy()
     vals = []
     for i in range(b):
@@ -141,7 +145,7 @@ def structural_clustering_score_sklearn(features: torch.Tensor, *, cfg: MetricCo
             if n > cfg.scs_sil_samples:
                 chunks = []
                 for u, cnt in zip(uniq, counts):
-                    take = max(2, int(round(cfg.scs_sil_samples * cnt / n)))
+                    take = max(2, round(cfg.scs_sil_samples * cnt / n))
                     members = np.where(labels == u)[0]
                     chunks.append(members if members.size <= take else rng.choice(members, take, replace=False))
                 sel = np.concatenate(chunks)

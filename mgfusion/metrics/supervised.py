@@ -64,7 +64,7 @@ def downsample_labels(labels: torch.Tensor, grid_hw: tuple[int, int], stride: in
 
 def _compact(labels: torch.Tensor, ignore_label: int) -> tuple[torch.Tensor, int]:
     """Per-image consecutive ids ``(B,N)`` (-1 = ignored) and the largest per-image segment count."""
-    b, n = labels.shape
+    b, _n = labels.shape
     ok = labels != ignore_label
     if not bool(ok.any()):
         return torch.full_like(labels, -1), 1
@@ -103,7 +103,7 @@ def _scs_from_segments(points: torch.Tensor, ids: torch.Tensor, n_seg: int, targ
 
 def _one_batch(features, label_maps, stride, ignore_label, seed, cfg) -> dict[str, torch.Tensor]:
     feats = features.detach().to(torch.float32)
-    b, c, h, w = feats.shape
+    _b, c, h, w = feats.shape
     l2 = channel_l2(feats)
     cf = centre_channels(feats)
     sub = scs_sample_indices(h * w, cfg.scs_samples, seed, feats.device)

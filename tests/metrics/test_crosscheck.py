@@ -119,7 +119,7 @@ def p_fc(m, grid, cut=0.15):
 
 def p_radii(h, w):
     r_max = max(1, int(0.6 * min(h, w)))
-    radii = sorted({min(max(int(round(10 ** (t * math.log10(r_max)))), 1), r_max) for t in np.linspace(0, 1, 16)})
+    radii = sorted({min(max(round(10 ** (t * math.log10(r_max))), 1), r_max) for t in np.linspace(0, 1, 16)})
     return radii
 
 
