@@ -1,7 +1,9 @@
 """Batched, deterministic k-means (k-means++ init + Lloyd) for the SCS, on any device.
 
-Images are processed in cache-sized chunks; inside a chunk all images, cluster counts and restarts run as one tensor
-program, and the chunk stops as soon as its own runs have converged. Restarts are screened:
+Images are processed in chunks (cache-sized on the CPU); inside a chunk all images, cluster counts and restarts run as
+one tensor program on one flat axis of centres (each k with its own number of centres), and on the CPU the chunk
+stops as soon as its own runs have converged (elsewhere every step runs, converged runs frozen, so there is no
+host round-trip inside the loop; the result is the same either way). Restarts are screened:
 every k-means++ restart runs ``screen_iter`` Lloyd steps, then the restart with the lowest inertia per (image, k)
 runs on to convergence (sklearn's rule: total squared centre shift <= ``tol`` x mean feature variance; at most
 ``max_iter`` steps in all). On image features the screened choice reaches an inertia within ~1 % of the best of all
@@ -22,7 +24,8 @@ import torch
 
 __all__ = ["kmeans_labels"]
 
-_CHUNK_ELEMENTS = 1 << 21  # distance-buffer entries per chunk (8 MB of float32)
+_CHUNK_ELEMENTS = 1 << 21  # distance-buffer entries per chunk on the CPU (8 MB of float32: cache-sized)
+_CHUNK_ELEMENTS_ACCELERATOR = 1 << 27  # elsewhere: large batches keep the device busy (512 MB)
 
 
 def _kmeanspp(x: torch.Tensor, xx: torch.Tensor, n_centres: int, n_init: int, gen: torch.Generator) -> torch.Tensor:
@@ -52,51 +55,81 @@ def _kmeanspp(x: torch.Tensor, xx: torch.Tensor, n_centres: int, n_init: int, ge
     return torch.stack(centres, dim=2)
 
 
-def _distances(x_t: torch.Tensor, centres: torch.Tensor, pad: torch.Tensor,
-               out: torch.Tensor | None = None) -> torch.Tensor:
-    """``|c|^2 - 2 x.c`` ``(G,S,K,n)`` (squared distance minus |x|^2); +inf for padded centres."""
-    g, s, k, d = centres.shape
-    flat = centres.reshape(g, s * k, d)
-    cc = (flat.square().sum(-1) + pad.reshape(1, s * k)).unsqueeze(-1)
-    if out is None:
-        return torch.baddbmm(cc, flat, x_t, alpha=-2.0).view(g, s, k, -1)
-    torch.baddbmm(cc, flat, x_t, alpha=-2.0, out=out.view(g, s * k, -1))
+def _segments(ks: list[int], reps: int) -> list[tuple[int, int, int]]:
+    """``(k, start, stop)`` of each cluster count's block on the flat centre axis (``reps`` runs of k centres)."""
+    out, start = [], 0
+    for k in ks:
+        out.append((k, start, start + reps * k))
+        start += reps * k
     return out
 
 
+class _Lloyd:
+    """Lloyd iterations of ``reps`` runs for every k in ``ks`` at once on points ``x`` ``(G,n,d)``.
+
+    Centres live on one flat axis ``(G, reps * sum(ks), d)`` (no padding to max(ks)): one GEMM gives every
+    distance, per-k views give assignments. A point equidistant from two centres (exact float tie) counts for both
+    in the update; empty clusters keep their centre; a run whose total squared centre shift falls to ``tol`` is
+    frozen (later steps leave it unchanged, so how often convergence is checked never changes a result).
+    """
+
+    def __init__(self, x: torch.Tensor, ks: list[int], reps: int) -> None:
+        self.x, self.ks, self.reps = x, ks, reps
+        self.x_t = x.transpose(1, 2).contiguous()
+        self.segs = _segments(ks, reps)
+        run_sizes = torch.tensor([k for k in ks for _ in range(reps)], device=x.device)
+        self.run_of_centre = torch.repeat_interleave(torch.arange(len(ks) * reps, device=x.device), run_sizes)
+        # Host round-trips only on the CPU (cheap there); elsewhere all steps run, frozen runs unchanged.
+        self.check = x.device.type == "cpu"
+
+    def assign(self, centres: torch.Tensor, dist: torch.Tensor | None = None,
+               onehot: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
+        """Distances minus |x|^2 ``(G,K,n)``, one-hot nearest centres (ties: all) and per-k minima
+        ``(G,reps,1,n)``."""
+        g, n = self.x.shape[0], self.x.shape[1]
+        cc = centres.square().sum(-1, keepdim=True)
+        if dist is None:
+            dist = torch.baddbmm(cc, centres, self.x_t, alpha=-2.0)
+            onehot = torch.empty_like(dist)
+        else:
+            torch.baddbmm(cc, centres, self.x_t, alpha=-2.0, out=dist)
+        best = []
+        for k, a, b in self.segs:
+            view = dist[:, a:b].view(g, self.reps, k, n)
+            low = view.amin(dim=2, keepdim=True)
+            torch.eq(view, low, out=onehot[:, a:b].view(g, self.reps, k, n))
+            best.append(low)
+        return dist, onehot, best
+
+    def run(self, centres: torch.Tensor, n_iter: int, tol: torch.Tensor
+            ) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
+        """Up to ``n_iter`` steps from ``centres`` ``(G,K,d)``; returns centres, distances and per-k minima."""
+        g = centres.shape[0]
+        n_runs = len(self.ks) * self.reps
+        frozen = torch.zeros(g, n_runs, dtype=torch.bool, device=centres.device)
+        dist, onehot, best = self.assign(centres)
+        for _ in range(n_iter):
+            sums = torch.bmm(onehot, self.x)
+            counts = onehot.sum(dim=-1, keepdim=True)
+            new = torch.where(counts > 0, sums / counts.clamp_min(1.0), centres)
+            new = torch.where(frozen[:, self.run_of_centre].unsqueeze(-1), centres, new)
+            moved = (new - centres).square().sum(dim=-1)
+            shift = torch.zeros(g, n_runs, dtype=moved.dtype, device=moved.device).index_add_(
+                1, self.run_of_centre, moved)
+            frozen |= shift <= tol.view(g, 1)
+            centres = new
+            dist, onehot, best = self.assign(centres, dist, onehot)
+            if self.check and bool(frozen.all()):
+                break
+        return centres, dist, best
+
+
 def _first_argmin(dist: torch.Tensor, best: torch.Tensor) -> torch.Tensor:
-    """Index of the first minimum over dim 2 (faster than ``min`` with indices on CPU), int64 ``(G,S,n)``."""
+    """Index of the first minimum over dim 2 of ``dist`` ``(G,S,K,n)`` (faster than ``min`` with indices on CPU),
+    int64 ``(G,S,n)``; ``best`` is the minimum ``(G,S,1,n)``."""
     k = dist.shape[2]
     rank = torch.arange(k, 0, -1, dtype=dist.dtype, device=dist.device).view(1, 1, k, 1)
     return (k - torch.where(dist == best, rank, 0.0).amax(dim=2)).long()
-
-
-def _lloyd(x_aug: torch.Tensor, x_t: torch.Tensor, centres: torch.Tensor, pad: torch.Tensor, n_iter: int,
-           tol: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Up to ``n_iter`` Lloyd steps, converged runs frozen; ``x_aug`` = points with a trailing column of ones.
-
-    A point equidistant from two centres counts for both in the update (exact float ties only). Returns centres
-    ``(G,S,K,d)``, distances ``(G,S,K,n)`` to them and their per-point minimum ``(G,S,1,n)``.
-    """
-    g, s, k, d = centres.shape
-    frozen = torch.zeros(g, s, 1, 1, dtype=torch.bool, device=x_aug.device)
-    dist = _distances(x_t, centres, pad)
-    best = dist.amin(dim=2, keepdim=True)
-    onehot = torch.empty_like(dist)
-    for _ in range(n_iter):
-        torch.eq(dist, best, out=onehot)
-        sums = torch.bmm(onehot.view(g, s * k, -1), x_aug).view(g, s, k, d + 1)
-        counts = sums[..., d:]
-        new = torch.where(counts > 0, sums[..., :d] / counts.clamp_min(1.0), centres)
-        new = torch.where(frozen, centres, new)
-        shift = (new - centres).square().sum(dim=(2, 3), keepdim=True)
-        frozen = frozen | (shift <= tol.view(g, 1, 1, 1))
-        centres = new
-        dist = _distances(x_t, centres, pad, out=dist)
-        best = dist.amin(dim=2, keepdim=True)
-        if bool(frozen.all()):
-            break
-    return centres, dist, best
 
 
 def kmeans_labels(x: torch.Tensor, ks: Sequence[int], *, n_init: int = 10, screen_iter: int = 3,
@@ -104,14 +137,15 @@ def kmeans_labels(x: torch.Tensor, ks: Sequence[int], *, n_init: int = 10, scree
     """Cluster labels ``(G, len(ks), n)`` (int64) of points ``x`` ``(G,n,d)`` for every k in ``ks``.
 
     ``n_init`` k-means++ restarts per (image, k), screened after ``screen_iter`` Lloyd steps (see module doc).
-    Items are processed in chunks small enough to keep the distance buffers cache-sized and to stop each chunk as
-    soon as its own runs have converged.
+    Items are processed in chunks small enough to keep the distance buffers cache-sized (on the CPU) and to stop
+    each chunk as soon as its own runs have converged.
     """
     g, n, _d = x.shape
     ks = [int(k) for k in ks]
     if max(ks) > n:
         raise ValueError(f"cannot form {max(ks)} clusters from {n} points")
-    chunk = max(1, _CHUNK_ELEMENTS // (len(ks) * n_init * max(ks) * n))
+    budget = _CHUNK_ELEMENTS if x.device.type == "cpu" else _CHUNK_ELEMENTS_ACCELERATOR
+    chunk = max(1, budget // (n_init * sum(ks) * n))
     return torch.cat([_kmeans_chunk(x[i: i + chunk].to(torch.float32), ks, n_init, screen_iter, max_iter, tol, seed)
                       for i in range(0, g, chunk)])
 
@@ -119,21 +153,20 @@ def kmeans_labels(x: torch.Tensor, ks: Sequence[int], *, n_init: int = 10, scree
 def _kmeans_chunk(x: torch.Tensor, ks: list[int], n_init: int, screen_iter: int, max_iter: int, tol: float,
                   seed: int) -> torch.Tensor:
     g, _n, d = x.shape
-    k_max = max(ks)
     gen = torch.Generator(device="cpu").manual_seed(int(seed))
-    x_t = x.transpose(1, 2).contiguous()
-    x_aug = torch.cat([x, torch.ones_like(x[..., :1])], dim=-1)
     xx = x.square().sum(-1)
-    tol_abs = tol * x.var(dim=1, unbiased=False).mean(dim=1)  # (G,)
-    init = _kmeanspp(x, xx, k_max, n_init, gen)  # (G,R,K,d)
-    n_k = len(ks)
-    pad_k = torch.tensor([[0.0 if j < k else float("inf") for j in range(k_max)] for k in ks], device=x.device)
-    # Screening: every (k, restart) pair as one run.
-    centres = init.unsqueeze(1).expand(g, n_k, n_init, k_max, d).reshape(g, n_k * n_init, k_max, d)
-    pad_runs = pad_k.repeat_interleave(n_init, dim=0)
-    centres, _, nearest = _lloyd(x_aug, x_t, centres, pad_runs, screen_iter, tol_abs)
-    best = nearest.sum(dim=(2, 3)).view(g, n_k, n_init).argmin(dim=2)  # lowest inertia per (G,L)
-    idx = (best + torch.arange(n_k, device=x.device).view(1, n_k) * n_init).view(g, n_k, 1, 1)
-    chosen = centres.gather(1, idx.expand(g, n_k, k_max, d))
-    _, dist, nearest = _lloyd(x_aug, x_t, chosen, pad_k, max(max_iter - screen_iter, 0), tol_abs)
-    return _first_argmin(dist, nearest)
+    tol_abs = tol * (x - x.mean(dim=1, keepdim=True)).square().mean(dim=(1, 2))  # tol x mean feature variance
+    init = _kmeanspp(x, xx, max(ks), n_init, gen)  # (G,R,Kmax,d)
+    # Screening: every (k, restart) pair as one run, all on one flat centre axis.
+    screen = _Lloyd(x, ks, n_init)
+    flat = torch.cat([init[:, :, :k].reshape(g, n_init * k, d) for k in ks], dim=1)
+    centres, _, best = screen.run(flat, screen_iter, tol_abs)
+    chosen = []
+    for (k, a, b), low in zip(screen.segs, best):
+        pick = low.sum(dim=(2, 3)).argmin(dim=1)  # lowest inertia per image (|x|^2 is common to all runs)
+        runs = centres[:, a:b].view(g, n_init, k, d)
+        chosen.append(runs.gather(1, pick.view(g, 1, 1, 1).expand(g, 1, k, d)).squeeze(1))
+    final = _Lloyd(x, ks, 1)
+    _, dist, best = final.run(torch.cat(chosen, dim=1), max(max_iter - screen_iter, 0), tol_abs)
+    return torch.cat([_first_argmin(dist[:, a:b].view(g, 1, k, -1), low)
+                      for (k, a, b), low in zip(final.segs, best)], dim=1)

@@ -6,7 +6,8 @@ Each channel is z-scored over its N pixels with the population std + 1e-6. With 
 scores are accumulated over pixel chunks of a few MB, so the memory beyond the features themselves is
 ``O(C^2 + N k)`` (an OS4 map of a 1024x2048 image with 256 channels needs no extra copy of its 128 MB).
 One eigen-decomposition per (image, level) serves the EF PCA map and, when the SCS uses all pixels, the SCS
-projection; it is done on the smaller of the C x C covariance and the N x N Gram matrix.
+projection; it is done on the smaller of the C x C covariance and the N x N Gram matrix, by ``eigh`` for small
+matrices and by verified subspace iteration for large ones (``eigen``).
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+
+from mgfusion.metrics.eigen import leading_eigenpairs
 
 __all__ = ["CentredFeatures", "centre_channels", "first_component_map", "pca_map", "principal_scores"]
 
@@ -74,7 +77,8 @@ def principal_scores(cf: CentredFeatures, k: int, index: torch.Tensor | None = N
 
     With ``index`` (pixel subsample), the PCA is fitted on those pixels only, re-centred on their mean (as
     sklearn's PCA does) but standardised with the all-pixel std. Columns are ordered by decreasing variance; the sign
-    of each component is arbitrary (every metric using them is sign-invariant). Exact (``eigh``).
+    of each component is arbitrary (every metric using them is sign-invariant). The leading component is exact; the
+    others span the leading subspace (``eigen.leading_eigenpairs``).
     """
     s = cf.inv_scale
     if index is not None:
@@ -84,8 +88,8 @@ def principal_scores(cf: CentredFeatures, k: int, index: torch.Tensor | None = N
         return _scores_of_small(cf.centred_columns(), s, k)
     b, c, n = cf.x.shape
     k = max(1, min(k, c, n))
-    _, vecs = torch.linalg.eigh(cf.gram * s.unsqueeze(2) * s.unsqueeze(1))
-    top = vecs[:, :, -k:].flip(-1) * s.unsqueeze(2)  # (B,C,k), folds in the channel scaling
+    _, vecs = leading_eigenpairs(cf.gram * s.unsqueeze(2) * s.unsqueeze(1), k)
+    top = vecs * s.unsqueeze(2)  # (B,C,k), folds in the channel scaling
     out = torch.empty(b, n, k, dtype=torch.float32, device=cf.x.device)
     chunks, step = _pixel_chunks(c, n)
     for i in chunks:
@@ -100,11 +104,11 @@ def _scores_of_small(centred: torch.Tensor, inv_scale: torch.Tensor, k: int) -> 
     k = max(1, min(k, c, n))
     if c <= n:
         cov = torch.bmm(centred, centred.transpose(1, 2)) * inv_scale.unsqueeze(2) * inv_scale.unsqueeze(1)
-        _, vecs = torch.linalg.eigh(cov)
-        return torch.bmm(centred.transpose(1, 2), vecs[:, :, -k:].flip(-1) * inv_scale.unsqueeze(2))
+        _, vecs = leading_eigenpairs(cov, k)
+        return torch.bmm(centred.transpose(1, 2), vecs * inv_scale.unsqueeze(2))
     scaled = centred * inv_scale.square().unsqueeze(2)
-    vals, vecs = torch.linalg.eigh(torch.bmm(centred.transpose(1, 2), scaled))
-    return vecs[:, :, -k:].flip(-1) * vals[:, -k:].flip(-1).clamp_min(0.0).sqrt().unsqueeze(1)
+    vals, vecs = leading_eigenpairs(torch.bmm(centred.transpose(1, 2), scaled), k)
+    return vecs * vals.clamp_min(0.0).sqrt().unsqueeze(1)
 
 
 def first_component_map(scores0: torch.Tensor, height: int, width: int) -> torch.Tensor:
