@@ -1,7 +1,8 @@
 """Label-free Structural Coherence (SC) and Edge Fidelity (EF) metrics of dense features.
 
-Depends on torch/numpy/scipy/scikit-learn only (never detectron2 or other mgfusion subpackages), so features from
-any model can be profiled. Definitions: ../shared/SPEC.md §1-§4; defaults: SPEC §9.
+Depends on torch/numpy/scipy/scikit-learn only (never detectron2 or other mgfusion subpackages; of mgfusion it imports
+only the registry mechanism ``mgfusion.utils.registry``), so features from any model can be profiled.
+Definitions, hyper-parameters and defaults: docs/metrics.md; differences from the authors' code: docs/differences.md.
 
 Entry points::
 
@@ -20,7 +21,7 @@ excursions are round-off and clipped); the range is never guessed from the value
 Variants (``list_variants()``):
 
 ``reference``
-    The authors' code (SPEC "[C]" rules; what the paper's tables were made with): SFC on a fixed 16x16 grid;
+    The authors' code (what the paper's tables were made with; docs/differences.md): SFC on a fixed 16x16 grid;
     EC = 1 - far share and NC = ring share of the strong-feature-edge energy (regions r1 = 2, r2 = 4 feature px);
     FC on the PCA map with the linspace frequency grid; SP length in feature pixels with the zero-padded high-pass
     (bug B1: the length is 1 on almost every map). EF = 100 * clip(EC * NC * FC * SP, 0, 1). EF and SFC match the
@@ -32,11 +33,11 @@ Variants (``list_variants()``):
     registers padded features with their images (B5) when given.
 
 ``paper``
-    The paper's literal text where SPEC §3.2-3.5 records a difference: EC = core (r1) share and NC = ring share
+    The paper's literal text where it differs from the authors' code (docs/differences.md): EC = core (r1) share and NC = ring share
     of all gradient energy in V (no strong-edge restriction); FC on the z-scored L2 map; SP length in image pixels
     (length x stride). Everything else as ``reference``.
 
-``corrected`` (ours; SPEC §11 shows why the reference EF ranks noise above real encoders)
+``corrected`` (ours; docs/metrics.md (corrected variant) shows why the reference EF ranks noise above real encoders)
     * EC/NC, chance-corrected and alignment-rewarding. d(p) = Chebyshev distance (feature px) from p to the nearest
       image centerline, k_r(d) = max(0, 1 - d / (r + 1)) (= the mean over tolerances t = 0..r of [d <= t]).
       With w = Sobel energy of the PCA map on the strong feature edges E_F and T = sum w:
@@ -56,8 +57,8 @@ Variants (``list_variants()``):
     * EF = 100 * EC * NC * FC * SP in [0, 100]: about 0 for features unrelated to the image.
 
 All variants also return chance levels and lifts for EC/NC (reference: area shares of the outer region / ring,
-SPEC §3.6b; paper: of the core / ring), ``EF_lift = EC_lift * NC_lift`` and ``SP_len`` (the decorrelation length
-in feature pixels). Supervised counterparts (SPEC §7, our reconstruction) are in ``mgfusion.metrics.supervised``.
+docs/metrics.md, chance levels; paper: of the core / ring), ``EF_lift = EC_lift * NC_lift`` and ``SP_len`` (the decorrelation length
+in feature pixels). Supervised counterparts (docs/metrics.md, supervised counterparts; our reconstruction) are in ``mgfusion.metrics.supervised``.
 
 Determinism: the same inputs and seed give identical values on every call, independent of the batch composition
 and order (every random draw comes from a generator seeded with ``seed`` alone).

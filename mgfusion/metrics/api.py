@@ -189,7 +189,7 @@ def compute_metrics(features: torch.Tensor, images: ImagesLike | None, *, stride
             must state it (``1.0`` for 0..1, ``255.0`` for 0..255), other integer types too (e.g. ``65535.0``).
             Values outside ``[0, image_range]`` (beyond 1e-6 x image_range of round-off) raise a ValueError naming
             the observed range; the range is never guessed.
-        **hparams: any ``MetricConfig`` field (SPEC §9 defaults), e.g. ``q_feat=0.2``, ``fc_map="l2"``.
+        **hparams: any ``MetricConfig`` field (defaults: docs/metrics.md), e.g. ``q_feat=0.2``, ``fc_map="l2"``.
 
     Returns:
         ``{name: (B,) float32 tensor}`` on the features' device, unrounded: ``SFC, SCS, SC`` (SC part) and

@@ -133,7 +133,7 @@ def _first_argmin(dist: torch.Tensor, best: torch.Tensor) -> torch.Tensor:
 
 
 def kmeans_labels(x: torch.Tensor, ks: Sequence[int], *, n_init: int = 10, screen_iter: int = 3,
-                  max_iter: int = 40, tol: float = 1e-4, seed: int = 0) -> torch.Tensor:
+                  max_iter: int = 40, tol: float = 1e-4, seed: int = 0, screen_points: int = 0) -> torch.Tensor:
     """Cluster labels ``(G, len(ks), n)`` (int64) of points ``x`` ``(G,n,d)`` for every k in ``ks``.
 
     ``n_init`` k-means++ restarts per (image, k), screened after ``screen_iter`` Lloyd steps (see module doc).
@@ -146,19 +146,20 @@ def kmeans_labels(x: torch.Tensor, ks: Sequence[int], *, n_init: int = 10, scree
         raise ValueError(f"cannot form {max(ks)} clusters from {n} points")
     budget = _CHUNK_ELEMENTS if x.device.type == "cpu" else _CHUNK_ELEMENTS_ACCELERATOR
     chunk = max(1, budget // (n_init * sum(ks) * n))
-    return torch.cat([_kmeans_chunk(x[i: i + chunk].to(torch.float32), ks, n_init, screen_iter, max_iter, tol, seed)
-                      for i in range(0, g, chunk)])
+    return torch.cat([_kmeans_chunk(x[i: i + chunk].to(torch.float32), ks, n_init, screen_iter, max_iter, tol, seed,
+                                    screen_points) for i in range(0, g, chunk)])
 
 
 def _kmeans_chunk(x: torch.Tensor, ks: list[int], n_init: int, screen_iter: int, max_iter: int, tol: float,
-                  seed: int) -> torch.Tensor:
-    g, _n, d = x.shape
+                  seed: int, screen_points: int) -> torch.Tensor:
+    g, n, d = x.shape
     gen = torch.Generator(device="cpu").manual_seed(int(seed))
-    xx = x.square().sum(-1)
     tol_abs = tol * (x - x.mean(dim=1, keepdim=True)).square().mean(dim=(1, 2))  # tol x mean feature variance
-    init = _kmeanspp(x, xx, max(ks), n_init, gen)  # (G,R,Kmax,d)
+    step = max(1, n // screen_points) if screen_points else 1
+    xs = x[:, ::step].contiguous() if step > 1 and n // step >= max(ks) else x  # screening points
+    init = _kmeanspp(xs, xs.square().sum(-1), max(ks), n_init, gen)  # (G,R,Kmax,d)
     # Screening: every (k, restart) pair as one run, all on one flat centre axis.
-    screen = _Lloyd(x, ks, n_init)
+    screen = _Lloyd(xs, ks, n_init)
     flat = torch.cat([init[:, :, :k].reshape(g, n_init * k, d) for k in ks], dim=1)
     centres, _, best = screen.run(flat, screen_iter, tol_abs)
     chosen = []

@@ -1,4 +1,4 @@
-"""Batched PCA of channel-standardised feature maps (SPEC P2), streamed in pixel chunks.
+"""Batched PCA of channel-standardised feature maps (docs/metrics.md, PCA map), streamed in pixel chunks.
 
 Each channel is z-scored over its N pixels with the population std + 1e-6. With ``c = x - mean`` and
 ``s = 1 / (std + 1e-6)``, the standardised covariance is ``diag(s) c c^T diag(s)`` and the scores are
@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import torch
 
 from mgfusion.metrics.eigen import leading_eigenpairs
+from mgfusion.metrics.gram import accumulate_gram, gram, mirror_upper_blocks
 
 __all__ = ["CentredFeatures", "centre_channels", "first_component_map", "pca_map", "principal_scores"]
 
@@ -31,13 +32,20 @@ def _pixel_chunks(c: int, n: int) -> tuple[range, int]:
 
 @dataclass
 class CentredFeatures:
-    """Features ``x`` ``(B,C,N)`` (float32) with their channel ``mean`` and population ``std`` ``(B,C)`` and, when
-    C <= N, ``gram = (x - mean)(x - mean)^T`` ``(B,C,C)``."""
+    """Features ``x`` ``(B,C,N)`` (float32) with their channel ``mean`` and population ``std`` ``(B,C)``.
+
+    ``gram = (x - mean)(x - mean)^T`` ``(B,C,C)`` when C <= N. With a pixel subsample
+    ``sub_index`` (the SCS pixels), ``sub_cols`` ``(B,C,n)`` are those pixels centred on their own mean and, when
+    C <= n, ``sub_gram`` is their Gram matrix (obtained while building ``gram``, at no extra cost).
+    """
 
     x: torch.Tensor
     mean: torch.Tensor
     std: torch.Tensor
     gram: torch.Tensor | None
+    sub_index: torch.Tensor | None = None
+    sub_cols: torch.Tensor | None = None
+    sub_gram: torch.Tensor | None = None
 
     @property
     def inv_scale(self) -> torch.Tensor:
@@ -55,21 +63,46 @@ class CentredFeatures:
         return cols - self.mean.unsqueeze(2)
 
 
-def centre_channels(features: torch.Tensor) -> CentredFeatures:
-    """Channel statistics of ``(B,C,H,W)`` features, and ``c c^T`` when C <= N, streamed over pixel chunks."""
+def centre_channels(features: torch.Tensor, *, subsample: torch.Tensor | None = None) -> CentredFeatures:
+    """Channel statistics of ``(B,C,H,W)`` features and, when C <= N, ``c c^T``, streamed over pixel chunks.
+
+    ``subsample``: sorted pixel indices whose own centred columns (and, when C <= n, Gram matrix) are kept for the
+    SCS. Their Gram matrix is the partial sum of ``c c^T`` over those pixels, corrected to their own mean
+    (``G_S - n (m_S - m)(m_S - m)^T``), so it costs nothing extra. The statistics never depend on ``subsample``.
+    """
     x = features.flatten(2).to(torch.float32)
     b, c, n = x.shape
     mean = x.mean(dim=2)
     if c > n:  # few pixels: the N x N Gram route; the centred data is small
         var = (x - mean.unsqueeze(2)).square().mean(dim=2)
-        return CentredFeatures(x, mean, var.sqrt(), None)
-    gram = torch.zeros(b, c, c, dtype=torch.float32, device=x.device)
-    chunks, step = _pixel_chunks(c, n)
+        sub_cols = None
+        if subsample is not None:
+            sub_cols = x.index_select(2, subsample)
+            sub_cols = sub_cols - sub_cols.mean(dim=2, keepdim=True)
+        return CentredFeatures(x, mean, var.sqrt(), None, subsample, sub_cols)
+    acc = torch.zeros(b, c, c, dtype=torch.float32, device=x.device)
+    sub_cols = sub_gram = rest = None
+    n_rest = n
+    if subsample is not None:
+        sub_cols = x.index_select(2, subsample) - mean.unsqueeze(2)  # centred on the all-pixel mean
+        n_sub = sub_cols.shape[2]
+        accumulate_gram(acc, sub_cols)
+        shift = sub_cols.mean(dim=2, keepdim=True)  # subsample mean - all-pixel mean
+        sub_cols -= shift
+        if c <= n_sub:
+            sub_gram = mirror_upper_blocks(acc.clone())
+            sub_gram.baddbmm_(shift, shift.transpose(1, 2), alpha=-float(n_sub))
+        keep = torch.ones(n, dtype=torch.bool, device=x.device)
+        keep[subsample] = False
+        rest = keep.nonzero().flatten()
+        n_rest = rest.numel()
+    chunks, step = _pixel_chunks(c, n_rest)
     for s in chunks:
-        part = x[:, :, s: s + step] - mean.unsqueeze(2)
-        gram.baddbmm_(part, part.transpose(1, 2))
-    var = gram.diagonal(dim1=1, dim2=2) / n
-    return CentredFeatures(x, mean, var.clamp_min(0.0).sqrt(), gram)
+        part = x[:, :, s: s + step] if rest is None else x.index_select(2, rest[s: s + step])
+        accumulate_gram(acc, part - mean.unsqueeze(2))
+    gram_all = mirror_upper_blocks(acc)
+    var = gram_all.diagonal(dim1=1, dim2=2) / n
+    return CentredFeatures(x, mean, var.clamp_min(0.0).sqrt(), gram_all, subsample, sub_cols, sub_gram)
 
 
 def principal_scores(cf: CentredFeatures, k: int, index: torch.Tensor | None = None) -> torch.Tensor:
@@ -82,6 +115,12 @@ def principal_scores(cf: CentredFeatures, k: int, index: torch.Tensor | None = N
     """
     s = cf.inv_scale
     if index is not None:
+        if cf.sub_index is index and cf.sub_cols is not None:
+            if cf.sub_gram is not None:
+                b, c, _ = cf.sub_cols.shape
+                _, vecs = leading_eigenpairs(cf.sub_gram * s.unsqueeze(2) * s.unsqueeze(1), max(1, min(k, c)))
+                return torch.bmm(cf.sub_cols.transpose(1, 2), vecs * s.unsqueeze(2))
+            return _scores_of_small(cf.sub_cols, s, k)
         cols = cf.centred_columns(index)
         return _scores_of_small(cols - cols.mean(dim=2, keepdim=True), s, k)
     if cf.gram is None:
@@ -103,11 +142,10 @@ def _scores_of_small(centred: torch.Tensor, inv_scale: torch.Tensor, k: int) -> 
     _, c, n = centred.shape
     k = max(1, min(k, c, n))
     if c <= n:
-        cov = torch.bmm(centred, centred.transpose(1, 2)) * inv_scale.unsqueeze(2) * inv_scale.unsqueeze(1)
+        cov = gram(centred) * inv_scale.unsqueeze(2) * inv_scale.unsqueeze(1)
         _, vecs = leading_eigenpairs(cov, k)
         return torch.bmm(centred.transpose(1, 2), vecs * inv_scale.unsqueeze(2))
-    scaled = centred * inv_scale.square().unsqueeze(2)
-    vals, vecs = leading_eigenpairs(torch.bmm(centred.transpose(1, 2), scaled), k)
+    vals, vecs = leading_eigenpairs(gram((centred * inv_scale.unsqueeze(2)).transpose(1, 2)), k)
     return vecs * vals.clamp_min(0.0).sqrt().unsqueeze(1)
 
 
@@ -121,7 +159,7 @@ def first_component_map(scores0: torch.Tensor, height: int, width: int) -> torch
 
 
 def pca_map(features: torch.Tensor) -> torch.Tensor:
-    """The PCA first-component map that EC/NC/FC use (SPEC P2), for visualisation: ``(B,C,H,W)`` -> ``(B,H,W)`` in
+    """The PCA first-component map that EC/NC/FC use (docs/metrics.md, PCA map), for visualisation: ``(B,C,H,W)`` -> ``(B,H,W)`` in
     [0,1]; all zeros for constant features."""
     h, w = features.shape[-2:]
     cf = centre_channels(features)

@@ -1,4 +1,4 @@
-"""Supervised counterparts of SC for validation (SPEC §7) - OUR RECONSTRUCTION, not the authors' code.
+"""Supervised counterparts of SC for validation (docs/metrics.md, supervised counterparts) - OUR RECONSTRUCTION, not the authors' code.
 
 The paper reports an "SC_gt" computed from semantic and instance labels, but no code or formula survives. Ours:
 

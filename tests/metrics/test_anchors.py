@@ -1,4 +1,4 @@
-"""Known answers (SPEC §8.4), invariances and degenerate inputs, for every variant."""
+"""Known answers (docs/metrics.md, known answers), invariances and degenerate inputs, for every variant."""
 
 from __future__ import annotations
 

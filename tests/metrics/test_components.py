@@ -1,4 +1,4 @@
-"""Building blocks: config defaults (SPEC §9), selection, spectrum weights, k-means, silhouette, sampling."""
+"""Building blocks: config defaults (docs/metrics.md), selection, spectrum weights, k-means, silhouette, sampling."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """Cross-check every variant against an independent, plainly written (slow) numpy implementation on small maps.
 
-The plain code below follows SPEC §1-§3 (and the corrected variant's definitions in mgfusion.metrics' docstring)
+The plain code below follows docs/metrics.md (and the corrected variant's definitions in mgfusion.metrics' docstring)
 literally: pixel loops, explicit padding, full complex FFT, all 8 shift directions. Images are given at feature
 resolution, so no resize is involved (resizing is covered in test_api.py).
 """
