@@ -6,8 +6,13 @@ stops as soon as its own runs have converged (elsewhere every step runs, converg
 host round-trip inside the loop; the result is the same either way). Restarts are screened:
 every k-means++ restart runs ``screen_iter`` Lloyd steps, then the restart with the lowest inertia per (image, k)
 runs on to convergence (sklearn's rule: total squared centre shift <= ``tol`` x mean feature variance; at most
-``max_iter`` steps in all). On image features the screened choice reaches an inertia within ~1 % of the best of all
-restarts run to convergence (silhouettes agree to ~1e-3), at a fraction of the cost. Empty clusters keep their
+``max_iter`` steps in all). With ``screen_points`` the k-means++ seeding and the screening steps use an even subset of
+about that many points (every (n // screen_points)-th), the steps after it all points. On image features the
+screened choice reaches an inertia within ~1 % of the best of all restarts run to convergence (silhouettes agree to
+~1e-3), at a fraction of the cost. Screening on 1024 of the 4096 SCS points (the default of the metric suite) changed
+the SCS by 1e-3 on average over 29 encoder-like and noise maps (median 1e-4, at most 9e-3: what another seed does;
+scikit-learn's own seed-to-seed spread on those maps is 1e-3 to 6e-3), its mean distance to scikit-learn's value went
+from 2.2e-3 to 2.4e-3, and the k-means time fell by a third. Empty clusters keep their
 centre; a point exactly equidistant from two centres counts for both in the centre update.
 
 Randomness comes only from a CPU generator seeded with ``seed``; every image uses the same stream, so results do

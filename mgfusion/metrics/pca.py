@@ -19,7 +19,7 @@ import torch
 from mgfusion.metrics.eigen import leading_eigenpairs
 from mgfusion.metrics.gram import accumulate_gram, gram, mirror_upper_blocks
 
-__all__ = ["CentredFeatures", "centre_channels", "first_component_map", "pca_map", "principal_scores"]
+__all__ = ["CentredFeatures", "centre_channels", "first_component_map", "pca_map", "pixel_columns", "principal_scores"]
 
 _CHUNK_ELEMENTS = 1 << 20  # feature entries per pixel chunk (4 MB of float32)
 
@@ -30,13 +30,20 @@ def _pixel_chunks(c: int, n: int) -> tuple[range, int]:
     return range(0, n, step), step
 
 
+def pixel_columns(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """``x[:, :, index]`` for ``x`` ``(B,C,N)`` as a ``gather`` (10-20x faster on the CPU than indexing the last
+    dimension with ``index_select`` or advanced indexing)."""
+    b, c, _ = x.shape
+    return x.gather(2, index.view(1, 1, -1).expand(b, c, -1))
+
+
 @dataclass
 class CentredFeatures:
     """Features ``x`` ``(B,C,N)`` (float32) with their channel ``mean`` and population ``std`` ``(B,C)``.
 
     ``gram = (x - mean)(x - mean)^T`` ``(B,C,C)`` when C <= N. With a pixel subsample
     ``sub_index`` (the SCS pixels), ``sub_cols`` ``(B,C,n)`` are those pixels centred on their own mean and, when
-    C <= n, ``sub_gram`` is their Gram matrix (obtained while building ``gram``, at no extra cost).
+    C <= n, ``sub_gram`` is their Gram matrix.
     """
 
     x: torch.Tensor
@@ -59,7 +66,7 @@ class CentredFeatures:
 
     def centred_columns(self, index: torch.Tensor | None = None) -> torch.Tensor:
         """``x - mean`` for all pixels or the pixel ``index`` ``(B,C,n)`` (a copy: use for small n)."""
-        cols = self.x if index is None else self.x[:, :, index]
+        cols = self.x if index is None else pixel_columns(self.x, index)
         return cols - self.mean.unsqueeze(2)
 
 
@@ -67,39 +74,24 @@ def centre_channels(features: torch.Tensor, *, subsample: torch.Tensor | None = 
     """Channel statistics of ``(B,C,H,W)`` features and, when C <= N, ``c c^T``, streamed over pixel chunks.
 
     ``subsample``: sorted pixel indices whose own centred columns (and, when C <= n, Gram matrix) are kept for the
-    SCS. Their Gram matrix is the partial sum of ``c c^T`` over those pixels, corrected to their own mean
-    (``G_S - n (m_S - m)(m_S - m)^T``), so it costs nothing extra. The statistics never depend on ``subsample``.
+    SCS. The statistics never depend on ``subsample``.
     """
     x = features.flatten(2).to(torch.float32)
     b, c, n = x.shape
     mean = x.mean(dim=2)
+    sub_cols = sub_gram = None
+    if subsample is not None:
+        sub_cols = pixel_columns(x, subsample)
+        sub_cols = sub_cols - sub_cols.mean(dim=2, keepdim=True)
+        if c <= sub_cols.shape[2]:
+            sub_gram = gram(sub_cols)
     if c > n:  # few pixels: the N x N Gram route; the centred data is small
         var = (x - mean.unsqueeze(2)).square().mean(dim=2)
-        sub_cols = None
-        if subsample is not None:
-            sub_cols = x.index_select(2, subsample)
-            sub_cols = sub_cols - sub_cols.mean(dim=2, keepdim=True)
-        return CentredFeatures(x, mean, var.sqrt(), None, subsample, sub_cols)
+        return CentredFeatures(x, mean, var.sqrt(), None, subsample, sub_cols, sub_gram)
     acc = torch.zeros(b, c, c, dtype=torch.float32, device=x.device)
-    sub_cols = sub_gram = rest = None
-    n_rest = n
-    if subsample is not None:
-        sub_cols = x.index_select(2, subsample) - mean.unsqueeze(2)  # centred on the all-pixel mean
-        n_sub = sub_cols.shape[2]
-        accumulate_gram(acc, sub_cols)
-        shift = sub_cols.mean(dim=2, keepdim=True)  # subsample mean - all-pixel mean
-        sub_cols -= shift
-        if c <= n_sub:
-            sub_gram = mirror_upper_blocks(acc.clone())
-            sub_gram.baddbmm_(shift, shift.transpose(1, 2), alpha=-float(n_sub))
-        keep = torch.ones(n, dtype=torch.bool, device=x.device)
-        keep[subsample] = False
-        rest = keep.nonzero().flatten()
-        n_rest = rest.numel()
-    chunks, step = _pixel_chunks(c, n_rest)
+    chunks, step = _pixel_chunks(c, n)
     for s in chunks:
-        part = x[:, :, s: s + step] if rest is None else x.index_select(2, rest[s: s + step])
-        accumulate_gram(acc, part - mean.unsqueeze(2))
+        accumulate_gram(acc, x[:, :, s: s + step] - mean.unsqueeze(2))
     gram_all = mirror_upper_blocks(acc)
     var = gram_all.diagonal(dim1=1, dim2=2) / n
     return CentredFeatures(x, mean, var.clamp_min(0.0).sqrt(), gram_all, subsample, sub_cols, sub_gram)

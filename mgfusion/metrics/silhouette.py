@@ -40,9 +40,9 @@ def stratified_mask(labels: torch.Tensor, n_clusters: int, target: int, gen: tor
     n = labels.shape[-1]
     if usable is None:
         usable = torch.ones_like(labels, dtype=torch.bool)
-    order = torch.argsort(torch.rand(n, generator=gen)).to(labels.device)
-    lab = labels.index_select(-1, order)
-    use = usable.index_select(-1, order)
+    order = torch.argsort(torch.rand(n, generator=gen)).to(labels.device).expand_as(labels)
+    lab = labels.gather(-1, order)  # gather: far faster than index_select on the last dimension
+    use = usable.gather(-1, order)
     oh = _onehot(lab, n_clusters, use)  # (G,L,n,K) in key order
     rank = (oh.long().cumsum(dim=-2) * oh).sum(-1) - 1  # position inside the own cluster
     counts = oh.sum(dim=-2)  # (G,L,K)
@@ -50,9 +50,7 @@ def stratified_mask(labels: torch.Tensor, n_clusters: int, target: int, gen: tor
     share = torch.round(target * counts.to(torch.float64) / n_use.clamp_min(1).to(torch.float64)).long()
     take = torch.where(n_use <= target, counts, torch.minimum(counts, share.clamp_min(2)))
     chosen_sorted = use & (rank < take.gather(-1, lab.clamp(0, n_clusters - 1)))
-    chosen = torch.empty_like(chosen_sorted)
-    chosen[..., order] = chosen_sorted
-    return chosen
+    return torch.empty_like(chosen_sorted).scatter_(-1, order, chosen_sorted)
 
 
 def _cluster_distance_sums(left: torch.Tensor, right_t: torch.Tensor, onehot_rows: torch.Tensor) -> torch.Tensor:

@@ -99,7 +99,8 @@ def structural_clustering_score(cf: CentredFeatures, *, cfg: MetricConfig, seed:
         pts = scores[..., :d]
     else:
         pts = principal_scores(cf, d, index=sub)
-    spread = pts.std(dim=1, unbiased=False).amax(dim=1)
+    # population std over the points (written out: ``std`` over the middle dimension is ~15x slower on the CPU)
+    spread = (pts - pts.mean(dim=1, keepdim=True)).square().mean(dim=1).sqrt().amax(dim=1)
     keep = spread >= 1e-12
     labels = kmeans_labels(pts, ks, n_init=cfg.scs_n_init, screen_iter=cfg.scs_screen_iter,
                            screen_points=cfg.scs_screen_points,

@@ -105,8 +105,8 @@ def _one_batch(features, label_maps, stride, ignore_label, seed, cfg) -> dict[st
     feats = features.detach().to(torch.float32)
     _b, c, h, w = feats.shape
     l2 = channel_l2(feats)
-    cf = centre_channels(feats)
     sub = scs_sample_indices(h * w, cfg.scs_samples, seed, feats.device)
+    cf = centre_channels(feats, subsample=sub)
     n = h * w if sub is None else sub.numel()
     pts = principal_scores(cf, max(1, min(cfg.scs_pca_dims, c, n - 1)), index=sub)
     sfc, scs = [], []

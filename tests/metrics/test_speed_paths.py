@@ -65,7 +65,7 @@ def test_block_symmetric_gram_equals_bmm(m, k):
     assert edges[0] == 0 and edges[-1] == m and (len(sizes) == 1 or min(sizes) >= 48)
 
 
-def test_subsample_gram_from_the_full_pass_equals_the_direct_one():
+def test_subsample_pca_route_equals_the_direct_one():
     gen = torch.Generator().manual_seed(1)
     feats = 3.0 + torch.randn(2, 112, 40, 128, generator=gen)  # 5120 pixels > 4096: the SCS subsamples
     sub = scs_sample_indices(40 * 128, 4096, 0, feats.device)
