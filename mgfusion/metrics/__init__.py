@@ -63,7 +63,7 @@ in feature pixels). Supervised counterparts (docs/metrics.md, supervised counter
 Determinism: the same inputs and seed give identical values on every call, independent of the batch composition
 and order (every random draw comes from a generator seeded with ``seed`` alone).
 Degenerate input: constant features give SFC = SCS = SC = EF = 0; 1x1 maps and uniform images give finite values
-(EF = 0; lifts 1 when the image has no edges); NaN/Inf raise a ValueError naming the images (``nonfinite="zero"``
+(EF = 0; lifts 1 when the image has no edges); NaN/Inf inside an image's valid region raise a ValueError naming the images (``nonfinite="zero"``
 replaces them by 0 instead); inconsistent shapes raise a ValueError that states the rule.
 Cost: about 0.2 s per image for SC + EF on the 4 levels of a SAM2 Hiera-B+ pyramid of a 512x1024 image on 2 CPU
 cores (benchmarks/metrics_speed.py); the extra memory is O(C^2 + N k) per level (features are streamed in chunks).

@@ -60,69 +60,83 @@ def _kmeanspp(x: torch.Tensor, xx: torch.Tensor, n_centres: int, n_init: int, ge
     return torch.stack(centres, dim=2)
 
 
-def _segments(ks: list[int], reps: int) -> list[tuple[int, int, int]]:
-    """``(k, start, stop)`` of each cluster count's block on the flat centre axis (``reps`` runs of k centres)."""
-    out, start = [], 0
-    for k in ks:
-        out.append((k, start, start + reps * k))
-        start += reps * k
-    return out
-
-
 class _Lloyd:
-    """Lloyd iterations of ``reps`` runs for every k in ``ks`` at once on points ``x`` ``(G,n,d)``.
+    """Lloyd iterations of several k-means runs at once on points ``x`` ``(G,n,d)``.
 
-    Centres live on one flat axis ``(G, reps * sum(ks), d)`` (no padding to max(ks)): one GEMM gives every
-    distance, per-k views give assignments. A point equidistant from two centres (exact float tie) counts for both
-    in the update; empty clusters keep their centre; a run whose total squared centre shift falls to ``tol`` is
-    frozen (later steps leave it unchanged, so how often convergence is checked never changes a result).
+    All centres live on one axis ``(G, K, d)``, made of groups of ``runs`` runs with ``k`` centres each; one GEMM
+    gives every distance and a per-group view gives the assignments. ``_Lloyd.flat(x, ks, reps)`` has one group per
+    k (``reps`` runs each, no padding: for the restart screening, where the GEMMs dominate); ``_Lloyd.padded(x, ks)``
+    has one group of ``len(ks)`` runs of ``max(ks)`` centres, the unused ones at infinite distance (for the single
+    runs of the final phase, where fewer, larger operations per step matter more than the padding). A point
+    equidistant from two centres (exact float tie) counts for both in the update; empty clusters keep their centre;
+    a run whose total squared centre shift falls to ``tol`` is frozen (later steps leave it unchanged, so how often
+    convergence is checked never changes a result).
     """
 
-    def __init__(self, x: torch.Tensor, ks: list[int], reps: int) -> None:
-        self.x, self.ks, self.reps = x, ks, reps
-        self.x_t = x.transpose(1, 2).contiguous()
-        self.segs = _segments(ks, reps)
-        run_sizes = torch.tensor([k for k in ks for _ in range(reps)], device=x.device)
-        self.run_of_centre = torch.repeat_interleave(torch.arange(len(ks) * reps, device=x.device), run_sizes)
+    def __init__(self, x: torch.Tensor, groups: list[tuple[int, int]], inf_pad: torch.Tensor | None = None) -> None:
+        self.x, self.groups, self.inf_pad = x, groups, inf_pad
+        # [x^T; 1]: with centres augmented to [-2c, |c|^2] one GEMM gives |c|^2 - 2 c.x (no separate fill of the
+        # output with |c|^2, which costs as much as the GEMM itself at these sizes).
+        self.x_aug_t = torch.cat([x.transpose(1, 2), torch.ones_like(x[:, :1, :1]).expand(-1, 1, x.shape[1])], dim=1)
+        self.slices, start, run = [], 0, 0
+        for runs, k in groups:  # (runs, k, centre slice, run slice)
+            self.slices.append((runs, k, slice(start, start + runs * k), slice(run, run + runs)))
+            start, run = start + runs * k, run + runs
+        self.n_runs = run
         # Host round-trips only on the CPU (cheap there); elsewhere all steps run, frozen runs unchanged.
         self.check = x.device.type == "cpu"
 
+    @classmethod
+    def flat(cls, x: torch.Tensor, ks: list[int], reps: int) -> _Lloyd:
+        return cls(x, [(reps, k) for k in ks])
+
+    @classmethod
+    def padded(cls, x: torch.Tensor, ks: list[int]) -> _Lloyd:
+        k_max = max(ks)
+        pad = torch.tensor([0.0 if j < k else float("inf") for k in ks for j in range(k_max)], device=x.device)
+        return cls(x, [(len(ks), k_max)], pad.view(1, -1, 1))
+
     def assign(self, centres: torch.Tensor, dist: torch.Tensor | None = None,
                onehot: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
-        """Distances minus |x|^2 ``(G,K,n)``, one-hot nearest centres (ties: all) and per-k minima
-        ``(G,reps,1,n)``."""
+        """Distances minus |x|^2 ``(G,K,n)``, one-hot nearest centres (ties: all) and per-group minima
+        ``(G,runs,1,n)``."""
         g, n = self.x.shape[0], self.x.shape[1]
         cc = centres.square().sum(-1, keepdim=True)
+        if self.inf_pad is not None:
+            cc = cc + self.inf_pad
+        c_aug = torch.cat([centres * -2.0, cc], dim=-1)
         if dist is None:
-            dist = torch.baddbmm(cc, centres, self.x_t, alpha=-2.0)
+            dist = torch.bmm(c_aug, self.x_aug_t)
             onehot = torch.empty_like(dist)
         else:
-            torch.baddbmm(cc, centres, self.x_t, alpha=-2.0, out=dist)
+            torch.bmm(c_aug, self.x_aug_t, out=dist)
         best = []
-        for k, a, b in self.segs:
-            view = dist[:, a:b].view(g, self.reps, k, n)
+        for runs, k, cs, _ in self.slices:
+            view = dist[:, cs].view(g, runs, k, n)
             low = view.amin(dim=2, keepdim=True)
-            torch.eq(view, low, out=onehot[:, a:b].view(g, self.reps, k, n))
+            torch.eq(view, low, out=onehot[:, cs].view(g, runs, k, n))
             best.append(low)
         return dist, onehot, best
 
     def run(self, centres: torch.Tensor, n_iter: int, tol: torch.Tensor
             ) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
-        """Up to ``n_iter`` steps from ``centres`` ``(G,K,d)``; returns centres, distances and per-k minima."""
-        g = centres.shape[0]
-        n_runs = len(self.ks) * self.reps
-        frozen = torch.zeros(g, n_runs, dtype=torch.bool, device=centres.device)
+        """Up to ``n_iter`` steps from ``centres`` ``(G,K,d)``; returns centres, distances and per-group minima."""
+        g, _, d = centres.shape
+        frozen = torch.zeros(g, self.n_runs, dtype=torch.bool, device=centres.device)
         dist, onehot, best = self.assign(centres)
         for _ in range(n_iter):
             sums = torch.bmm(onehot, self.x)
             counts = onehot.sum(dim=-1, keepdim=True)
             new = torch.where(counts > 0, sums / counts.clamp_min(1.0), centres)
-            new = torch.where(frozen[:, self.run_of_centre].unsqueeze(-1), centres, new)
             moved = (new - centres).square().sum(dim=-1)
-            shift = torch.zeros(g, n_runs, dtype=moved.dtype, device=moved.device).index_add_(
-                1, self.run_of_centre, moved)
+            kept, shifts = [], []
+            for runs, k, cs, rs in self.slices:
+                fz = frozen[:, rs].view(g, runs, 1, 1)
+                kept.append(torch.where(fz, centres[:, cs].view(g, runs, k, d), new[:, cs].view(g, runs, k, d)))
+                shifts.append(moved[:, cs].view(g, runs, k).sum(-1))
+            centres = kept[0].view(g, -1, d) if len(kept) == 1 else torch.cat([c.view(g, -1, d) for c in kept], 1)
+            shift = shifts[0] if len(shifts) == 1 else torch.cat(shifts, dim=1)
             frozen |= shift <= tol.view(g, 1)
-            centres = new
             dist, onehot, best = self.assign(centres, dist, onehot)
             if self.check and bool(frozen.all()):
                 break
@@ -164,15 +178,15 @@ def _kmeans_chunk(x: torch.Tensor, ks: list[int], n_init: int, screen_iter: int,
     xs = x[:, ::step].contiguous() if step > 1 and n // step >= max(ks) else x  # screening points
     init = _kmeanspp(xs, xs.square().sum(-1), max(ks), n_init, gen)  # (G,R,Kmax,d)
     # Screening: every (k, restart) pair as one run, all on one flat centre axis.
-    screen = _Lloyd(xs, ks, n_init)
+    screen = _Lloyd.flat(xs, ks, n_init)
     flat = torch.cat([init[:, :, :k].reshape(g, n_init * k, d) for k in ks], dim=1)
     centres, _, best = screen.run(flat, screen_iter, tol_abs)
-    chosen = []
-    for (k, a, b), low in zip(screen.segs, best):
+    k_max = max(ks)
+    chosen = torch.zeros(g, len(ks), k_max, d, dtype=x.dtype, device=x.device)
+    for j, ((runs, k, cs, _), low) in enumerate(zip(screen.slices, best)):
         pick = low.sum(dim=(2, 3)).argmin(dim=1)  # lowest inertia per image (|x|^2 is common to all runs)
-        runs = centres[:, a:b].view(g, n_init, k, d)
-        chosen.append(runs.gather(1, pick.view(g, 1, 1, 1).expand(g, 1, k, d)).squeeze(1))
-    final = _Lloyd(x, ks, 1)
-    _, dist, best = final.run(torch.cat(chosen, dim=1), max(max_iter - screen_iter, 0), tol_abs)
-    return torch.cat([_first_argmin(dist[:, a:b].view(g, 1, k, -1), low)
-                      for (k, a, b), low in zip(final.segs, best)], dim=1)
+        chosen[:, j, :k] = centres[:, cs].view(g, runs, k, d).gather(1, pick.view(g, 1, 1, 1).expand(g, 1, k, d))[:, 0]
+    # The chosen run of every k, padded to max(ks) centres, runs on to convergence on all points.
+    final = _Lloyd.padded(x, ks)
+    _, dist, best = final.run(chosen.view(g, -1, d), max(max_iter - screen_iter, 0), tol_abs)
+    return _first_argmin(dist.view(g, len(ks), k_max, -1), best[0])

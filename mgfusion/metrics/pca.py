@@ -25,7 +25,8 @@ _CHUNK_ELEMENTS = 1 << 20  # feature entries per pixel chunk (4 MB of float32)
 
 
 def _pixel_chunks(c: int, n: int) -> tuple[range, int]:
-    """Chunk starts and length for streaming over the N pixels of C-channel data."""
+    """Chunk starts and length for streaming over the N pixels of C-channel data (per image; the chunks never
+    depend on the batch, so neither does the summation order)."""
     step = max(256, _CHUNK_ELEMENTS // max(c, 1))
     return range(0, n, step), step
 
