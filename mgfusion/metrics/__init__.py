@@ -33,8 +33,9 @@ Variants (``list_variants()``):
     registers padded features with their images (B5) when given.
 
 ``paper``
-    The paper's literal text where it differs from the authors' code (docs/differences.md): EC = core (r1) share and NC = ring share
-    of all gradient energy in V (no strong-edge restriction); FC on the z-scored L2 map; SP length in image pixels
+    The paper's literal text where it differs from the authors' code (docs/differences.md): EC = core (r1) share
+    and NC = ring share of all gradient energy in V (no strong-edge restriction); FC on the z-scored L2 map; SP length
+    in image pixels
     (length x stride). Everything else as ``reference``.
 
 ``corrected`` (ours; docs/metrics.md (corrected variant) shows why the reference EF ranks noise above real encoders)
@@ -56,15 +57,16 @@ Variants (``list_variants()``):
     * The image is resized to feature resolution with antialiasing (bilinear, ``antialias=True``; B5).
     * EF = 100 * EC * NC * FC * SP in [0, 100]: about 0 for features unrelated to the image.
 
-All variants also return chance levels and lifts for EC/NC (reference: area shares of the outer region / ring,
-docs/metrics.md, chance levels; paper: of the core / ring), ``EF_lift = EC_lift * NC_lift`` and ``SP_len`` (the decorrelation length
-in feature pixels). Supervised counterparts (docs/metrics.md, supervised counterparts; our reconstruction) are in ``mgfusion.metrics.supervised``.
+All variants also return chance levels and lifts for EC/NC (reference: area shares of the outer region / ring, see
+docs/metrics.md, chance levels; paper: of the core / ring), ``EF_lift = EC_lift * NC_lift`` and ``SP_len`` (the
+decorrelation length in feature pixels). Supervised counterparts (docs/metrics.md, supervised counterparts; our
+reconstruction) are in ``mgfusion.metrics.supervised``.
 
 Determinism: the same inputs and seed give identical values on every call, independent of the batch composition
 and order (every random draw comes from a generator seeded with ``seed`` alone).
 Degenerate input: constant features give SFC = SCS = SC = EF = 0; 1x1 maps and uniform images give finite values
-(EF = 0; lifts 1 when the image has no edges); NaN/Inf inside an image's valid region raise a ValueError naming the images (``nonfinite="zero"``
-replaces them by 0 instead); inconsistent shapes raise a ValueError that states the rule.
+(EF = 0; lifts 1 when the image has no edges); NaN/Inf inside an image's valid region raise a ValueError naming the
+images (``nonfinite="zero"`` replaces them by 0 instead); inconsistent shapes raise a ValueError that states the rule.
 Cost: about 0.2 s per image for SC + EF on the 4 levels of a SAM2 Hiera-B+ pyramid of a 512x1024 image on 2 CPU
 cores (benchmarks/metrics_speed.py); the extra memory is O(C^2 + N k) per level (features are streamed in chunks).
 """

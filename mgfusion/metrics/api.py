@@ -256,7 +256,8 @@ class MetricSuite:
                                seed=self.seed, parts=self.parts, image_range=image_range, **self.hparams)
 
     def pyramid(self, features: Mapping[int, torch.Tensor], images: ImagesLike | None, *,
-                valid_hw: ValidHW | None = None, image_range: float | None = None) -> dict[int, dict[str, torch.Tensor]]:
+                valid_hw: ValidHW | None = None,
+                image_range: float | None = None) -> dict[int, dict[str, torch.Tensor]]:
         """``compute_pyramid_metrics`` with this suite's settings (``image_range``: see ``compute_metrics``)."""
         return compute_pyramid_metrics(features, images, variant=self.variant, valid_hw=valid_hw, seed=self.seed,
                                        parts=self.parts, image_range=image_range, **self.hparams)

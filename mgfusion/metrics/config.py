@@ -1,8 +1,8 @@
 """Hyper-parameters and the registry of metric variants (``reference``, ``paper``, ``corrected``).
 
-Every numeric default is the authors' code value (docs/metrics.md, defaults). A *variant* is a named set of rule switches on top of
-those defaults; any field of :class:`MetricConfig` can still be overridden per call (``**hparams``), so a study can
-e.g. run the reference with FC on the L2 map (``fc_map="l2"``).
+Every numeric default is the authors' code value (docs/metrics.md, defaults). A *variant* is a named set of rule
+switches on top of those defaults; any field of :class:`MetricConfig` can still be overridden per call
+(``**hparams``), so a study can e.g. run the reference with FC on the L2 map (``fc_map="l2"``).
 """
 
 from __future__ import annotations

@@ -152,8 +152,8 @@ def first_component_map(scores0: torch.Tensor, height: int, width: int) -> torch
 
 
 def pca_map(features: torch.Tensor) -> torch.Tensor:
-    """The PCA first-component map that EC/NC/FC use (docs/metrics.md, PCA map), for visualisation: ``(B,C,H,W)`` -> ``(B,H,W)`` in
-    [0,1]; all zeros for constant features."""
+    """The PCA first-component map that EC/NC/FC use (docs/metrics.md, PCA map), for visualisation:
+    ``(B,C,H,W)`` -> ``(B,H,W)`` in [0,1]; all zeros for constant features."""
     h, w = features.shape[-2:]
     cf = centre_channels(features)
     out = first_component_map(principal_scores(cf, 1)[..., 0], h, w)

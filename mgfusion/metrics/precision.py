@@ -102,7 +102,14 @@ def spatial_precision(l2map: torch.Tensor, *, stride: int, tau: float = 0.5, num
     b, h, w = l2map.shape
     m = zscore(highpass(l2map, highpass_kernel, pad)).to(torch.float64)
     radii = shift_radii(h, w, num_radii, rmax_frac)
-    corr = _shift_correlations(m, radii).to(torch.float32)  # (B,R)
+    corr = _shift_correlations(m, radii[:1])
+    # Only the first radius below tau matters. On the CPU (where the check costs nothing) the other radii are skipped
+    # when every map already decorrelates at the first one - the usual case with the zero-padded high-pass (B1).
+    if len(radii) > 1 and not (m.device.type == "cpu" and bool((corr < tau).all())):
+        corr = torch.cat([corr, _shift_correlations(m, radii[1:])], dim=1)
+    else:
+        corr = torch.cat([corr, corr.new_zeros(b, len(radii) - 1)], dim=1)  # never read: radius 1 already crossed
+    corr = corr.to(torch.float32)  # (B,R)
     r_t = torch.tensor(radii, dtype=torch.float32, device=l2map.device)
     below = corr < tau
     first = torch.where(below.any(dim=1), below.to(torch.int64).argmax(dim=1),

@@ -1,4 +1,6 @@
-"""Supervised counterparts of SC for validation (docs/metrics.md, supervised counterparts) - OUR RECONSTRUCTION, not the authors' code.
+"""Supervised counterparts of SC for validation - OUR RECONSTRUCTION, not the authors' code.
+
+Definitions: docs/metrics.md (supervised counterparts).
 
 The paper reports an "SC_gt" computed from semantic and instance labels, but no code or formula survives. Ours:
 

@@ -60,7 +60,7 @@ def test_alignment_is_rewarded(photos, helpers, name, stride):
     lift = _ef(feats, photo, stride)["EF_lift"]
     assert all(lift[d] < lift[0] for d in range(1, 5)), lift
     ref = _ef(feats, photo, stride, "reference")["EF"]
-    assert ref[3] > ref[0], ref  # the reference peaks 3-4 cells away from the edges (docs/metrics.md, corrected variant)
+    assert ref[3] > ref[0], ref  # the reference peaks 3-4 cells from the edges (docs/metrics.md, corrected variant)
 
 
 def test_piecewise_smooth_regions_beat_noise_in_sc(photos, helpers):
