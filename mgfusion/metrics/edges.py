@@ -3,8 +3,8 @@
 Preprocessing (docs/metrics.md, EF preprocessing): image luminance at feature resolution -> Sobel -> min-max in V
 -> centerlines (top ``q_img`` local maxima); PCA map -> Sobel (energy w, zero outside V) -> min-max in V -> strong
 edges E_F (top ``q_feat``). EC/NC follow ``cfg.concentration`` (``concentration`` module), FC uses the PCA map or
-the z-scored L2 map (``cfg.fc_map``), SP the L2 map. The reference clips the product to [0, 1] before scaling; every factor is
-already in [0, 1], so that clip is kept for all variants and changes nothing.
+the z-scored L2 map (``cfg.fc_map``), SP the L2 map. The reference clips the product to [0, 1] before scaling;
+every factor is already in [0, 1], so that clip is kept for all variants and changes nothing.
 """
 
 from __future__ import annotations
