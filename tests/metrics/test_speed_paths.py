@@ -143,3 +143,17 @@ def test_metric_registries():
     finally:
         VARIANTS.unregister("test_l2_fc")
     assert list_variants() == ["reference", "paper", "corrected"]
+
+
+def test_iterative_pca_gives_the_exact_ef(photos, helpers, monkeypatch):
+    """Features with more channels than EXACT_MAX_DIM go through the subspace iteration; EF as with ``eigh``."""
+    photo = photos["astronaut"][..., :384, :512]
+    base = helpers.image_features(photo, 16, channels=24, seed=3)  # (1,24,24,32)
+    mix = torch.randn(300, 24, generator=torch.Generator().manual_seed(1))
+    feats = torch.einsum("oc,bchw->bohw", mix, base) + 0.01 * torch.randn(1, 300, 24, 32)
+    fast = compute_metrics(feats, photo, stride=16)
+    monkeypatch.setattr(eigen, "EXACT_MAX_DIM", 10_000)
+    exact = compute_metrics(feats, photo, stride=16)
+    for key in ("EF", "EC", "NC", "FC", "SP", "SFC"):
+        assert fast[key].item() == pytest.approx(exact[key].item(), rel=1e-4, abs=1e-5), key
+    assert fast["SCS"].item() == pytest.approx(exact["SCS"].item(), abs=0.01)
