@@ -26,7 +26,8 @@ value changes). It also reports the largest absolute difference per component be
 these inputs (their EF is rounded to 2 decimals by their function; their SCS draws one random stream for the whole
 batch, ours one per image).
 
-Without ``--reference`` it prints mgfusion's absolute times only. The JSON (``--out``) records the inputs, thread
+Without ``--reference`` it prints mgfusion's absolute times only. Run it on an otherwise idle machine: with other
+processes on the cores, multi-threaded timings of both sides become erratic (it warns when the load is high). The JSON (``--out``) records the inputs, thread
 count, machine, load average, library versions, mgfusion's commit, the reference commit, every timing, the ratios and
 the differences, and the command to rerun it. The README's benchmark table quotes the ratio; rerun with
 
@@ -296,6 +297,10 @@ def main() -> None:
     ours = Ours(args.variant)
     large = None
     load_before = os.getloadavg()
+    if load_before[0] > 0.5 * (os.cpu_count() or 1):
+        print(f"warning: load average {load_before[0]:.1f} on {os.cpu_count()} CPUs: other processes compete for the "
+              f"cores and multi-threaded timings of both sides suffer (OpenMP threads wait on each other); the JSON "
+              f"records the load")
     rows = []
     with threadpoolctl.threadpool_limits(args.threads):
         if args.large:  # first, so the peak-RSS reading is not masked by earlier runs
