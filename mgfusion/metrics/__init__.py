@@ -27,9 +27,9 @@ Variants (``list_variants()``):
     (bug B1: the length is 1 on almost every map). EF = 100 * clip(EC * NC * FC * SP, 0, 1). EF and SFC match the
     authors' functions to float32 round-off. Deliberate differences: only the 4 unique SP directions (same
     values); one RNG stream per image derived from ``seed`` (B13; batch-order independent); SCS via the batched
-    torch k-means (restarts screened on ``scs_screen_points`` = 1024 of the 4096 pixels, at most ``scs_max_iter`` = 40
-    Lloyd steps; see ``kmeans`` and ``MetricConfig``) - statistically equivalent to sklearn (differences within sklearn's own seed-to-seed spread of
-    ~5e-3), while ``scs_backend="sklearn"`` runs the authors' sklearn path exactly, image by image; ``valid_hw``
+    torch k-means (restarts screened on ``scs_screen_points`` = 1024 of the 4096 pixels, at most ``scs_max_iter`` =
+    40 Lloyd steps; see ``kmeans`` and ``MetricConfig``) - statistically equivalent to sklearn (differences within
+    sklearn's own seed-to-seed spread of ~5e-3), while ``scs_backend="sklearn"`` runs the authors' sklearn path exactly, image by image; ``valid_hw``
     registers padded features with their images (B5) when given.
 
 ``paper``
