@@ -29,8 +29,8 @@ Variants (``list_variants()``):
     values); one RNG stream per image derived from ``seed`` (B13; batch-order independent); SCS via the batched
     torch k-means (restarts screened on ``scs_screen_points`` = 1024 of the 4096 pixels, at most ``scs_max_iter`` =
     40 Lloyd steps; see ``kmeans`` and ``MetricConfig``) - statistically equivalent to sklearn (differences within
-    sklearn's own seed-to-seed spread of ~5e-3), while ``scs_backend="sklearn"`` runs the authors' sklearn path exactly, image by image; ``valid_hw``
-    registers padded features with their images (B5) when given.
+    sklearn's own seed-to-seed spread of ~5e-3), while ``scs_backend="sklearn"`` runs the authors' sklearn path
+    exactly, image by image; ``valid_hw`` registers padded features with their images (B5) when given.
 
 ``paper``
     The paper's literal text where it differs from the authors' code (docs/differences.md): EC = core (r1) share
