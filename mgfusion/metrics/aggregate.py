@@ -1,4 +1,4 @@
-"""Dataset-level aggregation of per-image metric values (SPEC §4).
+"""Dataset-level aggregation of per-image metric values (docs/metrics.md, aggregation).
 
 ``reference`` reproduces the authors' ``mean_metrics_per_stage``: every per-image value is rounded to 2 decimals
 first (bug B8: tiny EF values become 0), the mean of the rounded values is rounded to 2 decimals again. The other

@@ -17,13 +17,17 @@ from mgfusion.metrics.config import MetricConfig, resolve_config
 from mgfusion.metrics.level import level_metrics
 from mgfusion.metrics.primitives import to_unit_rgb
 
-__all__ = ["compute_metrics", "compute_pyramid_metrics", "MetricSuite", "METRIC_KEYS", "PARTS"]
+__all__ = ["METRIC_KEYS", "PARTS", "MetricSuite", "compute_metrics", "compute_pyramid_metrics"]
 
 #: Keys returned by every variant (more keys may follow, e.g. EC_lift, NC_lift, EF_lift, SP_len).
 METRIC_KEYS = ("SFC", "SCS", "SC", "EC", "NC", "FC", "SP", "EF")
 #: Metric groups that can be requested with ``parts``.
 PARTS = ("SC", "EF")
-_CHUNK_ELEMENTS = 1 << 25  # features per chunk: 128 MB of float32
+# Features per chunk of images: 16 MB of float32 on the CPU (one OS4 map of a 512x1024 image, four OS16 maps), so
+# every per-level intermediate stays cache-sized whatever the batch; 256 MB on accelerators (large batches keep
+# them busy). Chunking never changes a result: every image is computed on its own.
+_CHUNK_ELEMENTS = 1 << 22
+_CHUNK_ELEMENTS_ACCELERATOR = 1 << 26
 
 ImagesLike = torch.Tensor | Sequence[torch.Tensor]
 ValidHW = torch.Tensor | Sequence[Sequence[int]]
@@ -37,7 +41,9 @@ def _check_parts(parts: Collection[str]) -> tuple[str, ...]:
     return parts
 
 
-def _finite(x: torch.Tensor, what: str, policy: str) -> torch.Tensor:
+def _finite(x: torch.Tensor, what: str, policy: str, ids: list[int] | None = None) -> torch.Tensor:
+    """``x`` ``(B,...)`` unchanged when finite; else a ValueError naming the batch indices (``ids[i]`` for row i when
+    given), or with ``policy="zero"`` a copy with the non-finite entries set to 0."""
     if not x.is_floating_point():
         return x
     # One cheap pass: a sum is finite whenever every entry is; only a non-finite sum needs the exact check.
@@ -46,22 +52,25 @@ def _finite(x: torch.Tensor, what: str, policy: str) -> torch.Tensor:
     bad = ~torch.isfinite(x.flatten(1)).all(dim=1)
     if bool(bad.any()):
         if policy == "raise":
-            raise ValueError(f"{what} contain NaN/Inf values (batch indices {bad.nonzero().flatten().tolist()}); "
-                             "clean them or pass nonfinite='zero' to replace non-finite entries by 0")
+            rows = bad.nonzero().flatten().tolist()
+            raise ValueError(f"{what} contain NaN/Inf values (batch indices {[ids[i] for i in rows] if ids else rows});"
+                             " clean them or pass nonfinite='zero' to replace non-finite entries by 0")
         x = torch.nan_to_num(x, nan=0.0, posinf=0.0, neginf=0.0)
     return x
 
 
-def _prepare_images(images: ImagesLike | None, batch: int, device: torch.device,
-                    policy: str) -> list[torch.Tensor] | torch.Tensor | None:
-    """Unit-range float32 RGB on ``device``: a ``(B,3,H0,W0)`` tensor, or a list of ``(3,h,w)`` tensors."""
+def _prepare_images(images: ImagesLike | None, batch: int, device: torch.device, policy: str,
+                    image_range: float | None) -> list[torch.Tensor] | torch.Tensor | None:
+    """Unit-range float32 RGB on ``device``: a ``(B,3,H0,W0)`` tensor, or a list of ``(3,h,w)`` tensors.
+
+    The value scale follows ``primitives.to_unit_rgb``: uint8 = 0..255, anything else needs ``image_range``."""
     if images is None:
         return None
     if isinstance(images, torch.Tensor):
         if images.ndim != 4 or images.shape[1] != 3 or images.shape[0] != batch:
             raise ValueError(f"images must be (B,3,H0,W0) RGB with B={batch} (the features' batch), "
                              f"got shape {tuple(images.shape)}")
-        return to_unit_rgb(_finite(images.to(device), "images", policy))
+        return to_unit_rgb(_finite(images.to(device), "images", policy), image_range)
     images = list(images)
     if len(images) != batch:
         raise ValueError(f"got {len(images)} images for a feature batch of {batch}")
@@ -69,7 +78,10 @@ def _prepare_images(images: ImagesLike | None, batch: int, device: torch.device,
     for i, img in enumerate(images):
         if img.ndim != 3 or img.shape[0] != 3:
             raise ValueError(f"images[{i}] must be (3,H,W) RGB, got shape {tuple(img.shape)}")
-        out.append(to_unit_rgb(_finite(img.to(device).unsqueeze(0), f"images[{i}]", policy))[0])
+        try:
+            out.append(to_unit_rgb(_finite(img.to(device).unsqueeze(0), f"images[{i}]", policy), image_range)[0])
+        except ValueError as err:
+            raise ValueError(f"images[{i}]: {err}") from None
     return out
 
 
@@ -137,7 +149,7 @@ def _level(features: torch.Tensor, images, *, stride: int, cfg: MetricConfig, va
         raise ValueError(f"stride must be a positive integer, got {stride!r}")
     if "EF" in parts and images is None:
         raise ValueError("images are required to compute EF (parts contains 'EF')")
-    feats = _finite(features.detach().to(torch.float32), "features", cfg.nonfinite)
+    feats = features.detach().to(torch.float32)
     b, c, h, w = feats.shape
     regions = _regions((h, w), images, int(stride), _parse_valid_hw(valid_hw, images, b), b)
     groups: dict[tuple[int, int, int, int], list[int]] = {}
@@ -145,12 +157,15 @@ def _level(features: torch.Tensor, images, *, stride: int, cfg: MetricConfig, va
         groups.setdefault(key, []).append(i)
     out: dict[str, torch.Tensor] = {}
     for (hf, wf, ch, cw), members in groups.items():
-        chunk = max(1, _CHUNK_ELEMENTS // max(1, c * hf * wf))
+        budget = _CHUNK_ELEMENTS if feats.device.type == "cpu" else _CHUNK_ELEMENTS_ACCELERATOR
+        chunk = max(1, budget // max(1, c * hf * wf))
         for s in range(0, len(members), chunk):
             ids = members[s: s + chunk]
             whole = len(ids) == b and (hf, wf) == (h, w)
             idx = torch.tensor(ids, device=feats.device)
             f = feats if whole else feats.index_select(0, idx)[:, :, :hf, :wf]
+            # checked chunk by chunk (the chunk is then in cache for what follows); padding is not checked
+            f = _finite(f, "features", cfg.nonfinite, ids)
             rgb = None
             if "EF" in parts:
                 if isinstance(images, list):
@@ -167,20 +182,24 @@ def _level(features: torch.Tensor, images, *, stride: int, cfg: MetricConfig, va
 
 def compute_metrics(features: torch.Tensor, images: ImagesLike | None, *, stride: int, variant: str = "reference",
                     valid_hw: ValidHW | None = None, seed: int = 0, parts: Collection[str] = PARTS,
-                    **hparams: Any) -> dict[str, torch.Tensor]:
+                    image_range: float | None = None, **hparams: Any) -> dict[str, torch.Tensor]:
     """Label-free SC/EF metrics of one pyramid level, per image.
 
     Args:
         features: ``(B,C,H,W)`` features at output stride ``stride`` (any float dtype/device; autocast is ignored).
-        images: the matching RGB images, ``(B,3,H0,W0)`` uint8 0-255 or float 0-1, or a list of ``(3,h,w)`` images
-            of different sizes (then ``valid_hw`` defaults to their sizes). Only needed for EF.
+        images: the matching RGB images ``(B,3,H0,W0)``, or a list of ``(3,h,w)`` images of different sizes (then
+            ``valid_hw`` defaults to their sizes). Only needed (and only checked) for EF.
         stride: output stride of ``features`` in image pixels.
         variant: ``"reference"``, ``"paper"`` or ``"corrected"`` (``list_variants()``).
         valid_hw: per-image valid ``(H0, W0)`` inside padded images/features, ``(B,2)`` tensor or pairs; features
             are cropped to ``ceil(H0/stride) x ceil(W0/stride)`` and images to the same field of view.
         seed: seed of the SCS pixel subsample, k-means++ and silhouette subsample (same for every image).
         parts: metric groups to compute, subset of ``("SC", "EF")``.
-        **hparams: any ``MetricConfig`` field (SPEC §9 defaults), e.g. ``q_feat=0.2``, ``fc_map="l2"``.
+        image_range: the maximum of the images' value scale. uint8 images are 0..255 and need none; float images
+            must state it (``1.0`` for 0..1, ``255.0`` for 0..255), other integer types too (e.g. ``65535.0``).
+            Values outside ``[0, image_range]`` (beyond 1e-6 x image_range of round-off) raise a ValueError naming
+            the observed range; the range is never guessed.
+        **hparams: any ``MetricConfig`` field (defaults: docs/metrics.md), e.g. ``q_feat=0.2``, ``fc_map="l2"``.
 
     Returns:
         ``{name: (B,) float32 tensor}`` on the features' device, unrounded: ``SFC, SCS, SC`` (SC part) and
@@ -190,14 +209,19 @@ def compute_metrics(features: torch.Tensor, images: ImagesLike | None, *, stride
     parts = _check_parts(parts)
     _check_features(features)
     with torch.no_grad(), torch.autocast(device_type=features.device.type, enabled=False):
-        imgs = _prepare_images(images if "EF" in parts else None, features.shape[0], features.device, cfg.nonfinite)
+        imgs = _prepare_images(images if "EF" in parts else None, features.shape[0], features.device, cfg.nonfinite,
+                               image_range)
         return _level(features, imgs, stride=stride, cfg=cfg, valid_hw=valid_hw, seed=seed, parts=parts)
 
 
 def compute_pyramid_metrics(features: Mapping[int, torch.Tensor], images: ImagesLike | None, *,
                             variant: str = "reference", valid_hw: ValidHW | None = None, seed: int = 0,
-                            parts: Collection[str] = PARTS, **hparams: Any) -> dict[int, dict[str, torch.Tensor]]:
-    """``{stride: compute_metrics(...)}`` for a pyramid ``{stride: (B,C,H/s,W/s)}``; images are prepared once."""
+                            parts: Collection[str] = PARTS, image_range: float | None = None,
+                            **hparams: Any) -> dict[int, dict[str, torch.Tensor]]:
+    """``{stride: compute_metrics(...)}`` for a pyramid ``{stride: (B,C,H/s,W/s)}``; images are prepared once.
+
+    ``image_range`` as in ``compute_metrics``: uint8 images are 0..255, float images need ``image_range=1.0`` or
+    ``255.0`` (values outside the declared range raise a ValueError)."""
     cfg = resolve_config(variant, hparams)
     parts = _check_parts(parts)
     if not features:
@@ -207,7 +231,8 @@ def compute_pyramid_metrics(features: Mapping[int, torch.Tensor], images: Images
     if len(set(sizes.values())) != 1:
         raise ValueError(f"every pyramid level must hold the same images; batch sizes per stride: {sizes}")
     with torch.no_grad(), torch.autocast(device_type=first.device.type, enabled=False):
-        imgs = _prepare_images(images if "EF" in parts else None, first.shape[0], first.device, cfg.nonfinite)
+        imgs = _prepare_images(images if "EF" in parts else None, first.shape[0], first.device, cfg.nonfinite,
+                               image_range)
         return {int(s): _level(f, imgs, stride=int(s), cfg=cfg, valid_hw=valid_hw, seed=seed, parts=parts)
                 for s, f in features.items()}
 
@@ -225,16 +250,17 @@ class MetricSuite:
         self.hparams = dict(hparams)
 
     def __call__(self, features: torch.Tensor, images: ImagesLike | None, *, stride: int,
-                 valid_hw: ValidHW | None = None) -> dict[str, torch.Tensor]:
-        """``compute_metrics`` with this suite's settings."""
+                 valid_hw: ValidHW | None = None, image_range: float | None = None) -> dict[str, torch.Tensor]:
+        """``compute_metrics`` with this suite's settings (``image_range``: see ``compute_metrics``)."""
         return compute_metrics(features, images, stride=stride, variant=self.variant, valid_hw=valid_hw,
-                               seed=self.seed, parts=self.parts, **self.hparams)
+                               seed=self.seed, parts=self.parts, image_range=image_range, **self.hparams)
 
     def pyramid(self, features: Mapping[int, torch.Tensor], images: ImagesLike | None, *,
-                valid_hw: ValidHW | None = None) -> dict[int, dict[str, torch.Tensor]]:
-        """``compute_pyramid_metrics`` with this suite's settings."""
+                valid_hw: ValidHW | None = None,
+                image_range: float | None = None) -> dict[int, dict[str, torch.Tensor]]:
+        """``compute_pyramid_metrics`` with this suite's settings (``image_range``: see ``compute_metrics``)."""
         return compute_pyramid_metrics(features, images, variant=self.variant, valid_hw=valid_hw, seed=self.seed,
-                                       parts=self.parts, **self.hparams)
+                                       parts=self.parts, image_range=image_range, **self.hparams)
 
     def __repr__(self) -> str:
         return f"MetricSuite(variant={self.variant!r}, seed={self.seed}, parts={self.parts}, hparams={self.hparams})"

@@ -1,4 +1,4 @@
-"""Edge Concentration (EC) and Near-edge Concentration (NC): one rule per variant (SPEC §3.1-3.3, §3.6b).
+"""Edge Concentration (EC) and Near-edge Concentration (NC): one rule per variant (docs/metrics.md, EC / NC).
 
 Every rule maps ``(energy, strong, centre, border, r1, r2)`` to per-image ``EC, NC`` plus their chance levels and
 lifts (``X_lift = share / chance``; 1 = what features unrelated to the image get on average; set to 1 when the
@@ -26,19 +26,14 @@ import torch
 import torch.nn.functional as F
 
 from mgfusion.metrics.primitives import dilate, interior_mask
+from mgfusion.utils.registry import Registry
 
 __all__ = ["CONCENTRATION_RULES", "edge_concentration"]
 
 ConcentrationRule = Callable[..., dict[str, torch.Tensor]]
-CONCENTRATION_RULES: dict[str, ConcentrationRule] = {}
-
-
-def _register(name: str) -> Callable[[ConcentrationRule], ConcentrationRule]:
-    def deco(fn: ConcentrationRule) -> ConcentrationRule:
-        CONCENTRATION_RULES[name] = fn
-        return fn
-
-    return deco
+#: ``name -> rule(energy, strong, centre, border, r1, r2)``; ``MetricConfig.concentration`` picks one.
+CONCENTRATION_RULES: Registry[ConcentrationRule] = Registry("concentration rule")
+_register = CONCENTRATION_RULES.register
 
 
 def _masked_sum(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -117,7 +112,6 @@ def _corrected(energy, strong, centre, border, r1, r2):
 
 def edge_concentration(rule: str, energy: torch.Tensor, strong: torch.Tensor, centre: torch.Tensor, *,
                        border: int, r1: int, r2: int) -> dict[str, torch.Tensor]:
-    """EC/NC ``(B,)`` (+ chance levels and lifts) of ``rule`` (one of CONCENTRATION_RULES)."""
-    if rule not in CONCENTRATION_RULES:
-        raise ValueError(f"unknown concentration rule {rule!r}; valid rules: {sorted(CONCENTRATION_RULES)}")
-    return CONCENTRATION_RULES[rule](energy, strong, centre, border, r1, r2)
+    """EC/NC ``(B,)`` (+ chance levels and lifts) of ``rule`` (one of CONCENTRATION_RULES; an unknown name raises
+    ``RegistryError``, a ValueError, listing the registered rules)."""
+    return CONCENTRATION_RULES.get(rule)(energy, strong, centre, border, r1, r2)

@@ -1,18 +1,22 @@
 """Hyper-parameters and the registry of metric variants (``reference``, ``paper``, ``corrected``).
 
-Every numeric default is SPEC §9 (the authors' code values). A *variant* is a named set of rule switches on top of
-those defaults; any field of :class:`MetricConfig` can still be overridden per call (``**hparams``), so a study can
-e.g. run the reference with FC on the L2 map (``fc_map="l2"``).
+Every numeric default is the authors' code value (docs/metrics.md, defaults). A *variant* is a named set of rule
+switches on top of those defaults; any field of :class:`MetricConfig` can still be overridden per call
+(``**hparams``), so a study can e.g. run the reference with FC on the L2 map (``fc_map="l2"``).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import difflib
 from collections.abc import Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Any
 
-__all__ = ["MetricConfig", "VARIANTS", "list_variants", "resolve_config", "CHOICES"]
+from mgfusion.utils.registry import Registry, RegistryError
+
+__all__ = ["CHOICES", "VARIANTS", "MetricConfig", "list_variants", "register_variant", "resolve_config"]
 
 #: Allowed values of the string-valued rule switches.
 CHOICES: dict[str, tuple[str, ...]] = {
@@ -33,7 +37,8 @@ class MetricConfig:
     SFC: ``sfc_grid`` cells per side (G), cells at least ``sfc_min_cell`` feature pixels per side,
     intra-cell variance floor ``sfc_intra_floor``.
     SCS: PCA to ``scs_pca_dims`` dims; k-means for each k in ``scs_ks`` with ``scs_n_init`` k-means++ restarts
-    (the torch backend screens all restarts for ``scs_screen_iter`` Lloyd steps, then runs the best one per k to
+    (the torch backend screens all restarts - k-means++ and ``scs_screen_iter`` Lloyd steps - on an even subset of
+    ``scs_screen_points`` of the clustering pixels (0: all), then runs the best one per k on all of them to
     convergence: centre shift <= ``scs_tol`` x mean feature variance, at most ``scs_max_iter`` steps in all - 40,
     where sklearn allows 300: continuous features take 40-140 steps to reach sklearn's tolerance while the SCS moves
     by < 1e-3 after step 40 (measured), below its seed-to-seed spread of ~5e-3; pass 300 for sklearn's cap);
@@ -57,6 +62,7 @@ class MetricConfig:
     scs_sil_samples: int = 2000
     scs_n_init: int = 10
     scs_screen_iter: int = 3
+    scs_screen_points: int = 1024
     scs_max_iter: int = 40
     scs_tol: float = 1e-4
     scs_backend: str = "torch"
@@ -101,8 +107,8 @@ class MetricConfig:
         for name in positive_ints:
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)!r}")
-        if self.scs_screen_iter < 0 or self.border < 0 or self.r1 < 0 or self.sp_highpass < 0:
-            raise ValueError("scs_screen_iter, border, r1 and sp_highpass must be >= 0")
+        if min(self.scs_screen_iter, self.scs_screen_points, self.border, self.r1, self.sp_highpass) < 0:
+            raise ValueError("scs_screen_iter, scs_screen_points, border, r1 and sp_highpass must be >= 0")
         if self.outer_radius < self.r1:
             raise ValueError(f"r2={self.outer_radius} must be >= r1={self.r1}")
         if not self.scs_ks or any(int(k) < 2 for k in self.scs_ks):
@@ -118,44 +124,56 @@ class MetricConfig:
         return self
 
 
-#: Rule switches of each named variant (on top of the SPEC §9 defaults of MetricConfig).
-VARIANTS: dict[str, dict[str, Any]] = {
-    # The authors' code (SPEC "[C]" rules): EC = 1 - far share and NC = ring share on strong feature edges,
-    # FC on the PCA map with the linspace frequency grid, SP in feature pixels with the zero-padded high-pass.
-    "reference": {},
-    # The paper's literal definitions where SPEC §3.2-3.5 records a paper-vs-code difference: EC = core share and
-    # NC = ring share of all valid gradient energy, FC on the z-scored L2 map, SP length in image pixels.
-    "paper": {"concentration": "paper", "fc_map": "l2", "sp_units": "image"},
-    # mgfusion's corrected metric (module docstring of mgfusion.metrics): chance-corrected, alignment-rewarding
-    # EC/NC, exact frequency grid, replicate-padded high-pass and sub-radius SP in image pixels, SFC cells >= 2x2,
-    # antialiased image resize.
-    "corrected": {
-        "sfc_min_cell": 2,
-        "concentration": "corrected",
-        "fc_grid": "fftfreq",
-        "sp_pad": "replicate",
-        "sp_units": "image",
-        "sp_interpolate": True,
-        "image_antialias": True,
-    },
-}
+#: Rule switches of each named variant (on top of the defaults of MetricConfig); add one with
+#: ``register_variant``.
+VARIANTS: Registry[Mapping[str, Any]] = Registry("metric variant")
+_ORDER: list[str] = []  # registration order, the order list_variants() reports
+
+
+def register_variant(name: str, switches: Mapping[str, Any]) -> None:
+    """Register a named variant: ``switches`` are MetricConfig fields overriding the defaults (validated now)."""
+    dataclasses.replace(MetricConfig(), **dict(switches)).validate()
+    VARIANTS.register(name, MappingProxyType(dict(switches)))
+    _ORDER.append(name)
+
+
+# The authors' code (docs/differences.md): EC = 1 - far share and NC = ring share on strong feature edges,
+# FC on the PCA map with the linspace frequency grid, SP in feature pixels with the zero-padded high-pass.
+register_variant("reference", {})
+# The paper's literal definitions where they differ from the authors' code (docs/differences.md): EC = core share and
+# NC = ring share of all valid gradient energy, FC on the z-scored L2 map, SP length in image pixels.
+register_variant("paper", {"concentration": "paper", "fc_map": "l2", "sp_units": "image"})
+# mgfusion's corrected metric (module docstring of mgfusion.metrics): chance-corrected, alignment-rewarding
+# EC/NC, exact frequency grid, replicate-padded high-pass and sub-radius SP in image pixels, SFC cells >= 2x2,
+# antialiased image resize.
+register_variant("corrected", {
+    "sfc_min_cell": 2,
+    "concentration": "corrected",
+    "fc_grid": "fftfreq",
+    "sp_pad": "replicate",
+    "sp_units": "image",
+    "sp_interpolate": True,
+    "image_antialias": True,
+})
 
 _FIELDS = tuple(f.name for f in dataclasses.fields(MetricConfig))
 
 
 def list_variants() -> list[str]:
-    """Names of the registered metric variants."""
-    return list(VARIANTS)
+    """Names of the registered metric variants, in registration order."""
+    return [name for name in _ORDER if name in VARIANTS]
 
 
 def resolve_config(variant: str = "reference", overrides: Mapping[str, Any] | None = None) -> MetricConfig:
     """Build the validated config of ``variant`` with per-call ``overrides`` (any MetricConfig field)."""
     if variant not in VARIANTS:
-        raise ValueError(f"unknown metric variant {variant!r}; valid variants: {list_variants()}")
+        hint = difflib.get_close_matches(str(variant), list_variants(), n=1)
+        raise RegistryError(f"unknown metric variant {variant!r}; valid variants: {list_variants()}"
+                            + (f" (did you mean {hint[0]!r}?)" if hint else ""))
     overrides = dict(overrides or {})
     unknown = sorted(set(overrides) - set(_FIELDS))
     if unknown:
         raise ValueError(f"unknown metric hyper-parameter(s) {unknown}; valid names: {sorted(_FIELDS)}")
     if "scs_ks" in overrides:
         overrides["scs_ks"] = tuple(int(k) for k in overrides["scs_ks"])
-    return dataclasses.replace(MetricConfig(), **{**VARIANTS[variant], **overrides}).validate()
+    return dataclasses.replace(MetricConfig(), **{**VARIANTS.get(variant), **overrides}).validate()

@@ -1,10 +1,10 @@
-"""Edge Fidelity EF = lambda * EC * NC * FC * SP (SPEC §3), batched over images of one size.
+"""Edge Fidelity EF = lambda * EC * NC * FC * SP (docs/metrics.md, EF), batched over images of one size.
 
-Preprocessing (SPEC §3.1): image luminance at feature resolution -> Sobel -> min-max in V -> centerlines (top
-``q_img`` local maxima); PCA map -> Sobel (energy w, zero outside V) -> min-max in V -> strong edges E_F (top
-``q_feat``). EC/NC follow ``cfg.concentration`` (``concentration`` module), FC uses the PCA map or the z-scored
-L2 map (``cfg.fc_map``), SP the L2 map. The reference clips the product to [0, 1] before scaling; every factor is
-already in [0, 1], so that clip is kept for all variants and changes nothing.
+Preprocessing (docs/metrics.md, EF preprocessing): image luminance at feature resolution -> Sobel -> min-max in V
+-> centerlines (top ``q_img`` local maxima); PCA map -> Sobel (energy w, zero outside V) -> min-max in V -> strong
+edges E_F (top ``q_feat``). EC/NC follow ``cfg.concentration`` (``concentration`` module), FC uses the PCA map or
+the z-scored L2 map (``cfg.fc_map``), SP the L2 map. The reference clips the product to [0, 1] before scaling;
+every factor is already in [0, 1], so that clip is kept for all variants and changes nothing.
 """
 
 from __future__ import annotations
@@ -23,11 +23,12 @@ from mgfusion.metrics.primitives import (
 )
 from mgfusion.metrics.spectrum import frequency_content
 
-__all__ = ["image_centerlines", "edge_fidelity"]
+__all__ = ["edge_fidelity", "image_centerlines"]
 
 
 def image_centerlines(lum: torch.Tensor, cfg: MetricConfig) -> torch.Tensor:
-    """Bool ``(B,H,W)`` image edge centerlines from luminance at feature resolution (SPEC §3.1 steps 1-2)."""
+    """Bool ``(B,H,W)`` image edge centerlines from luminance at feature resolution (docs/metrics.md, EF
+    preprocessing)."""
     return centerlines(minmax_in_interior(sobel_magnitude(lum), cfg.border), cfg.q_img, cfg.border)
 
 

@@ -2,7 +2,7 @@
 
 One channel standardisation and one eigen-decomposition per image feed the EF PCA map and (when the SCS uses all
 pixels) the SCS projection. Images whose features are constant (every channel constant up to float32 rounding) get
-SFC = SCS = SC = 0 and a zero PCA map and L2 map, hence EF = 0 (SPEC §8.4).
+SFC = SCS = SC = 0 and a zero PCA map and L2 map, hence EF = 0 (docs/metrics.md, known answers).
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from mgfusion.metrics.edges import edge_fidelity, image_centerlines
 from mgfusion.metrics.pca import centre_channels, first_component_map, principal_scores
 from mgfusion.metrics.primitives import channel_l2, luminance
 from mgfusion.metrics.structure import (
+    scs_sample_indices,
     structural_clustering_score,
     structural_clustering_score_sklearn,
     structured_feature_contrast,
@@ -30,13 +31,15 @@ def level_metrics(features: torch.Tensor, rgb01: torch.Tensor | None, *, stride:
 
     ``rgb01`` ``(B,3,H0,W0)`` in [0,1] covering exactly the features' field of view (needed for EF).
     """
-    b, c, h, w = features.shape
+    b, _c, h, w = features.shape
     l2 = channel_l2(features)
-    cf = centre_channels(features)
+    use_torch_scs = "SC" in parts and cfg.scs_backend == "torch"
+    sub = scs_sample_indices(h * w, cfg.scs_samples, seed, features.device) if use_torch_scs else None
+    cf = centre_channels(features, subsample=sub)  # one pass: statistics, full Gram and the SCS pixels' Gram
     keep = (~cf.constant()).to(torch.float32)
     l2 = l2 * keep.view(b, 1, 1)
     out: dict[str, torch.Tensor] = {}
-    share_scores = "SC" in parts and h * w <= cfg.scs_samples and cfg.scs_backend == "torch"
+    share_scores = use_torch_scs and sub is None
     scores = None
     if "EF" in parts or share_scores:
         scores = principal_scores(cf, cfg.scs_pca_dims if share_scores else 1)

@@ -1,8 +1,8 @@
-"""Spatial Precision SP (SPEC §3.5): how fast the high-passed L2 map decorrelates under shifts.
+"""Spatial Precision SP (docs/metrics.md, SP): how fast the high-passed L2 map decorrelates under shifts.
 
 The channel-L2 map minus its 3x3 box mean (``sp_pad="zero"``: zero padding counted in the mean, the reference's
 bug B1 that makes the border dominate; ``"replicate"``: replicate padding) is z-scored. For each radius r of the
-log-spaced list (SPEC §3.5 step 2) the normalised cross-correlation between the map and its copy shifted by r along
+log-spaced list (docs/metrics.md, SP) the normalised cross-correlation between the map and its copy shifted by r along
 each of the 4 unique directions (x, y and both diagonals; opposite shifts give identical values) is computed over
 the overlap only (in float64, from the overlap's product sum and integral-image sums) and averaged. The length
 is the first radius whose mean NCC falls below ``tau`` (the last radius if none); with ``interpolate`` the
@@ -20,7 +20,7 @@ import torch.nn.functional as F
 
 from mgfusion.metrics.primitives import zscore
 
-__all__ = ["shift_radii", "spatial_precision", "highpass"]
+__all__ = ["highpass", "shift_radii", "spatial_precision"]
 
 _DIRECTIONS = ((1, 0), (0, 1), (1, 1), (1, -1))
 
@@ -102,7 +102,14 @@ def spatial_precision(l2map: torch.Tensor, *, stride: int, tau: float = 0.5, num
     b, h, w = l2map.shape
     m = zscore(highpass(l2map, highpass_kernel, pad)).to(torch.float64)
     radii = shift_radii(h, w, num_radii, rmax_frac)
-    corr = _shift_correlations(m, radii).to(torch.float32)  # (B,R)
+    corr = _shift_correlations(m, radii[:1])
+    # Only the first radius below tau matters. On the CPU (where the check costs nothing) the other radii are skipped
+    # when every map already decorrelates at the first one - the usual case with the zero-padded high-pass (B1).
+    if len(radii) > 1 and not (m.device.type == "cpu" and bool((corr < tau).all())):
+        corr = torch.cat([corr, _shift_correlations(m, radii[1:])], dim=1)
+    else:
+        corr = torch.cat([corr, corr.new_zeros(b, len(radii) - 1)], dim=1)  # never read: radius 1 already crossed
+    corr = corr.to(torch.float32)  # (B,R)
     r_t = torch.tensor(radii, dtype=torch.float32, device=l2map.device)
     below = corr < tau
     first = torch.where(below.any(dim=1), below.to(torch.int64).argmax(dim=1),

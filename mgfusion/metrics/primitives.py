@@ -1,7 +1,7 @@
-"""Shared image/map primitives of the SC/EF suite (SPEC §1, P1-P9), batched over images.
+"""Shared image/map primitives of the SC/EF suite (docs/metrics.md, primitives), batched over images.
 
 Maps are float32 tensors ``(B, H, W)`` on any device. The valid region V is the interior left after removing a
-``border`` of pixels on every side (SPEC P4); functions take ``border`` instead of a mask because V is always that
+``border`` of pixels on every side; functions take ``border`` instead of a mask because V is always that
 rectangle. Small constant tensors (Sobel kernels, Hann windows) are cached per shape/device.
 """
 
@@ -14,41 +14,88 @@ import torch
 import torch.nn.functional as F
 
 __all__ = [
-    "to_unit_rgb",
-    "luminance",
-    "sobel_magnitude",
+    "RANGE_TOLERANCE",
+    "centerlines",
+    "channel_l2",
+    "dilate",
+    "hann2d",
+    "image_scale",
     "interior",
     "interior_mask",
+    "luminance",
     "minmax_in_interior",
+    "sobel_magnitude",
+    "to_unit_rgb",
     "top_fraction_mask",
-    "centerlines",
-    "dilate",
     "zscore",
-    "channel_l2",
-    "hann2d",
 ]
 
 EPS = 1e-8
 
 
-def to_unit_rgb(images: torch.Tensor) -> torch.Tensor:
-    """RGB images ``(B,3,H,W)`` (uint8 0-255, or float 0-1 / 0-255) -> float32 in [0, 1] (SPEC P9).
+#: Relative slack of the declared image range: values within ``RANGE_TOLERANCE * image_range`` outside
+#: ``[0, image_range]`` are float round-off and clipped; anything further out is an error.
+RANGE_TOLERANCE = 1e-6
 
-    Integer images are divided by 255; a float image is divided by 255 when its maximum exceeds 1 (decided per
-    image, so the result never depends on the other images of the batch).
+
+def image_scale(dtype: torch.dtype, image_range: float | None) -> float:
+    """The maximum of the value scale of images of ``dtype`` (see ``to_unit_rgb`` for the rule)."""
+    if image_range is not None:
+        if isinstance(image_range, bool) or not isinstance(image_range, (int, float)) \
+                or not math.isfinite(image_range) or image_range <= 0:
+            raise ValueError(f"image_range must be a positive finite number (the maximum of the value scale, "
+                             f"e.g. 1.0 or 255.0), got {image_range!r}")
+        image_range = float(image_range)
+    if dtype == torch.uint8:
+        if image_range is not None and image_range != 255.0:
+            raise ValueError(f"uint8 images are 0..255; image_range={image_range} contradicts that "
+                             "(omit image_range for uint8 images)")
+        return 255.0
+    if dtype == torch.bool or dtype.is_complex:
+        raise ValueError(f"images of dtype {dtype} are not supported; pass uint8 (0..255) or float RGB with "
+                         "image_range")
+    if image_range is None:
+        if dtype.is_floating_point:
+            raise ValueError(f"{dtype} images need an explicit value range: pass image_range=1.0 (0..1 images) "
+                             "or image_range=255.0 (0..255 images)")
+        raise ValueError(f"{dtype} images need an explicit value range: pass image_range=<the maximum of the "
+                         f"scale>, e.g. {float(torch.iinfo(dtype).max)} for the full {dtype} range "
+                         "(only uint8 images default to 0..255)")
+    return image_range
+
+
+def to_unit_rgb(images: torch.Tensor, image_range: float | None = None) -> torch.Tensor:
+    """RGB images ``(B,3,H,W)`` -> float32 in [0, 1] (divided by the maximum of their value scale).
+
+    The scale is never guessed: uint8 images are 0..255 (``image_range`` omitted or 255); floating-point images
+    need ``image_range`` (1.0 for 0..1 images, 255.0 for 0..255 images); other integer types (e.g. uint16) need it
+    too (e.g. 65535.0, or 4095.0 for 12-bit data). Values outside ``[0, image_range]`` by more than
+    ``RANGE_TOLERANCE`` (1e-6) x ``image_range`` raise a ValueError naming the observed minimum and maximum and the
+    offending images (e.g. bicubic overshoot such as 1.0001 on a 0..1 image); smaller excursions are float
+    round-off and are clipped. The result is in the channels_last memory layout.
     """
     if images.ndim != 4 or images.shape[1] != 3:
         raise ValueError(f"images must be (B,3,H,W) RGB, got shape {tuple(images.shape)}")
-    x = images.to(torch.float32)
-    if not images.is_floating_point():
-        return (x / 255.0).clamp_(0.0, 1.0)
-    big = x.flatten(1).amax(dim=1) > 1.0
-    scale = torch.where(big, 1.0 / 255.0, 1.0).view(-1, 1, 1, 1)
-    return (x * scale).clamp_(0.0, 1.0)
+    scale = image_scale(images.dtype, image_range)
+    # channels_last: the bilinear resize to every feature resolution would otherwise copy the image into that
+    # layout on every call (the same values either way).
+    x = images.to(dtype=torch.float32, memory_format=torch.channels_last)
+    if images.dtype != torch.uint8 and x.numel():
+        flat = x.flatten(1)
+        lo, hi = flat.amin(dim=1), flat.amax(dim=1)
+        slack = RANGE_TOLERANCE * scale
+        bad = (lo < -slack) | (hi > scale + slack)
+        if bool(bad.any()):
+            ids = bad.nonzero().flatten().tolist()
+            raise ValueError(
+                f"images hold values in [{float(lo.min()):.6g}, {float(hi.max()):.6g}] (images {ids}), outside the "
+                f"declared range [0, {scale:g}] (image_range={scale:g}); pass the range the images really use "
+                f"or clip them (e.g. images.clamp(0, {scale:g})) before computing metrics")
+    return (x / scale).clamp_(0.0, 1.0)
 
 
 def luminance(rgb01: torch.Tensor, size: tuple[int, int], *, antialias: bool = False) -> torch.Tensor:
-    """Linear Rec.709 luma ``(B,H,W)`` of ``rgb01`` ``(B,3,H0,W0)`` resized to ``size`` (SPEC P9).
+    """Linear Rec.709 luma ``(B,H,W)`` of ``rgb01`` ``(B,3,H0,W0)`` resized to ``size`` (docs/metrics.md, primitives).
 
     Bilinear resize (align_corners=False; ``antialias`` optional, off in the reference) *before* sRGB
     linearisation, as the reference does; result clipped to [0, 1].
@@ -69,7 +116,7 @@ def _sobel_weight(device: torch.device, dtype: torch.dtype) -> torch.Tensor:
 
 
 def sobel_magnitude(x: torch.Tensor) -> torch.Tensor:
-    """Sobel gradient magnitude ``(B,H,W)`` with 1/4-scaled kernels and replicate padding (SPEC P3)."""
+    """Sobel gradient magnitude ``(B,H,W)`` with 1/4-scaled kernels and replicate padding."""
     xp = F.pad(x.unsqueeze(1), (1, 1, 1, 1), mode="replicate")
     g = F.conv2d(xp, _sobel_weight(x.device, x.dtype))
     return torch.sqrt(g[:, 0].square() + g[:, 1].square())
@@ -84,14 +131,14 @@ def interior(x: torch.Tensor, border: int) -> torch.Tensor:
 
 @functools.lru_cache(maxsize=64)
 def interior_mask(height: int, width: int, border: int, device: torch.device) -> torch.Tensor:
-    """Bool ``(H,W)`` mask of V (SPEC P4); cached, do not modify."""
+    """Bool ``(H,W)`` mask of V; cached, do not modify."""
     m = torch.zeros(height, width, dtype=torch.bool, device=device)
     interior(m, border).fill_(True)
     return m
 
 
 def minmax_in_interior(x: torch.Tensor, border: int) -> torch.Tensor:
-    """Min-max normalise ``(B,H,W)`` with min/max taken inside V, then clip to [0, 1] (SPEC P5)."""
+    """Min-max normalise ``(B,H,W)`` with min/max taken inside V, then clip to [0, 1]."""
     vals = interior(x, border).flatten(1)
     if vals.shape[1] == 0:
         return torch.zeros_like(x)
@@ -102,7 +149,7 @@ def minmax_in_interior(x: torch.Tensor, border: int) -> torch.Tensor:
 
 
 def top_fraction_mask(x: torch.Tensor, q: float, border: int, *, min_range: float = 1e-6) -> torch.Tensor:
-    """Exactly ``ceil(q |V|)`` largest pixels of ``x`` ``(B,H,W)`` inside V (SPEC P6), bool ``(B,H,W)``.
+    """Exactly ``ceil(q |V|)`` largest pixels of ``x`` ``(B,H,W)`` inside V, bool ``(B,H,W)``.
 
     Nothing is selected when ``|V| < 4`` or the value range inside V is below ``min_range``. Ties at the
     threshold are broken deterministically (lowest row-major index first).
@@ -112,7 +159,7 @@ def top_fraction_mask(x: torch.Tensor, q: float, border: int, *, min_range: floa
     n_valid = vals.shape[1]
     if n_valid < 4:
         return out
-    k = max(1, int(math.ceil(q * float(n_valid))))
+    k = max(1, math.ceil(q * float(n_valid)))
     thr = torch.topk(vals, k, dim=1, sorted=False).values.amin(dim=1, keepdim=True)
     above = vals > thr
     ties = vals == thr
@@ -125,18 +172,23 @@ def top_fraction_mask(x: torch.Tensor, q: float, border: int, *, min_range: floa
 
 
 def centerlines(grad01: torch.Tensor, q: float, border: int) -> torch.Tensor:
-    """Edge centerlines (SPEC P7): in V, in the top-q of ``grad01`` and a 3x3 local maximum (-1e-6 slack)."""
+    """Edge centerlines: in V, in the top-q of ``grad01`` and a 3x3 local maximum (-1e-6 slack)."""
     top = top_fraction_mask(grad01, q, border)
     pooled = F.max_pool2d(grad01.unsqueeze(1), 3, stride=1, padding=1).squeeze(1)
     return top & (grad01 >= pooled - 1e-6)
 
 
 def dilate(mask: torch.Tensor, radius: int) -> torch.Tensor:
-    """Chebyshev dilation of a bool ``(B,H,W)`` mask by ``radius`` pixels (square element, SPEC P8)."""
+    """Chebyshev dilation of a bool ``(B,H,W)`` mask by ``radius`` pixels (square element)."""
     if radius <= 0:
         return mask.clone()
     k = 2 * radius + 1
-    return F.max_pool2d(mask.unsqueeze(1).to(torch.float32), k, stride=1, padding=radius).squeeze(1) > 0
+    x = mask.unsqueeze(1).to(torch.float32)
+    if radius == 1:
+        return F.max_pool2d(x, k, stride=1, padding=radius).squeeze(1) > 0
+    # the square maximum is separable: a column pass then a row pass (half the work for radius 4)
+    x = F.max_pool2d(x, (k, 1), stride=1, padding=(radius, 0))
+    return F.max_pool2d(x, (1, k), stride=1, padding=(0, radius)).squeeze(1) > 0
 
 
 def zscore(x: torch.Tensor, eps: float = EPS) -> torch.Tensor:
@@ -154,7 +206,7 @@ def zscore(x: torch.Tensor, eps: float = EPS) -> torch.Tensor:
 
 
 def channel_l2(features: torch.Tensor) -> torch.Tensor:
-    """Channel L2 norm ``(B,H,W)`` of float32 features ``(B,C,H,W)`` (SPEC P1), in row chunks of ~4 MB."""
+    """Channel L2 norm ``(B,H,W)`` of float32 features ``(B,C,H,W)``, in row chunks of ~4 MB."""
     b, c, h, w = features.shape
     out = torch.empty(b, h, w, dtype=features.dtype, device=features.device)
     rows = max(1, (1 << 20) // max(1, b * c * w))

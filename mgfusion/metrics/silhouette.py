@@ -1,20 +1,22 @@
-"""Batched silhouette coefficient on a stratified subsample (SPEC §2.2 steps 7-8).
+"""Batched silhouette coefficient on a stratified subsample (docs/metrics.md, SCS).
 
 For every (item, labelling) the subsample takes, from each cluster u with c_u of n usable points,
 ``min(c_u, max(2, round(target * c_u / n)))`` members uniformly at random (all points when ``n <= target``): the
 members with the lowest random keys. The keys are shared by all labellings of an item, so the subsamples of the
 different k overlap heavily and one distance matrix on their union serves all of them (each subsample on its own
 is still an exact stratified draw). The silhouette is sklearn's: ``s_i = (b_i - a_i) / max(a_i, b_i)``, 0 for
-members of singleton clusters, averaged over the subsample. Distances are built in row chunks (bounded memory).
+members of singleton clusters, averaged over the subsample. Distances are built in row blocks (bounded memory), only
+on and above the diagonal of the symmetric distance matrix.
 """
 
 from __future__ import annotations
 
 import torch
 
-__all__ = ["stratified_mask", "silhouette_from_masks", "valid_clusterings"]
+__all__ = ["silhouette_from_masks", "stratified_mask", "valid_clusterings"]
 
-_CHUNK_ELEMENTS = 1 << 18  # distance entries per row chunk (1 MB: stays in cache)
+_BLOCK_ROWS = 128  # rows per distance block (~1 MB for 2000 points: stays in cache); fixed, so the summation
+# order of an image never depends on the other images of the batch
 
 
 def _onehot(labels: torch.Tensor, n_clusters: int, keep: torch.Tensor | None = None) -> torch.Tensor:
@@ -38,9 +40,9 @@ def stratified_mask(labels: torch.Tensor, n_clusters: int, target: int, gen: tor
     n = labels.shape[-1]
     if usable is None:
         usable = torch.ones_like(labels, dtype=torch.bool)
-    order = torch.argsort(torch.rand(n, generator=gen)).to(labels.device)
-    lab = labels.index_select(-1, order)
-    use = usable.index_select(-1, order)
+    order = torch.argsort(torch.rand(n, generator=gen)).to(labels.device).expand_as(labels)
+    lab = labels.gather(-1, order)  # gather: far faster than index_select on the last dimension
+    use = usable.gather(-1, order)
     oh = _onehot(lab, n_clusters, use)  # (G,L,n,K) in key order
     rank = (oh.long().cumsum(dim=-2) * oh).sum(-1) - 1  # position inside the own cluster
     counts = oh.sum(dim=-2)  # (G,L,K)
@@ -48,16 +50,33 @@ def stratified_mask(labels: torch.Tensor, n_clusters: int, target: int, gen: tor
     share = torch.round(target * counts.to(torch.float64) / n_use.clamp_min(1).to(torch.float64)).long()
     take = torch.where(n_use <= target, counts, torch.minimum(counts, share.clamp_min(2)))
     chosen_sorted = use & (rank < take.gather(-1, lab.clamp(0, n_clusters - 1)))
-    chosen = torch.empty_like(chosen_sorted)
-    chosen[..., order] = chosen_sorted
-    return chosen
+    return torch.empty_like(chosen_sorted).scatter_(-1, order, chosen_sorted)
+
+
+def _cluster_distance_sums(left: torch.Tensor, right_t: torch.Tensor, onehot_rows: torch.Tensor) -> torch.Tensor:
+    """``D @ onehot_rows`` ``(G,m,c)`` for the Euclidean distance matrix ``D`` ``(G,m,m)`` of the augmented points.
+
+    ``D`` is symmetric, so only its blocks on and right of the diagonal are built (row blocks of ``_BLOCK_ROWS``
+    points, one GEMM, clamp and sqrt each): each block adds ``block @ onehot`` to its rows and
+    ``block^T @ onehot`` to its columns. Half the distance work and square roots of the full matrix.
+    """
+    g, m, _ = left.shape
+    sums = torch.zeros(g, m, onehot_rows.shape[-1], dtype=torch.float32, device=left.device)
+    rows = _BLOCK_ROWS
+    for s in range(0, m, rows):
+        e = min(s + rows, m)
+        block = torch.bmm(left[:, s:e], right_t[:, :, s:]).clamp_min_(0.0).sqrt_()  # rows s:e, columns s:
+        sums[:, s:e] += torch.bmm(block, onehot_rows[:, s:])
+        if e < m:
+            sums[:, e:] += torch.bmm(block[:, :, e - s:].transpose(1, 2), onehot_rows[:, s:e])
+    return sums
 
 
 def silhouette_from_masks(points: torch.Tensor, labels: torch.Tensor, chosen: torch.Tensor,
                           n_clusters: int) -> torch.Tensor:
     """Mean silhouette ``(G,L)`` of ``points`` ``(G,n,d)`` under each labelling ``labels`` ``(G,L,n)``, computed
     over the points ``chosen`` ``(G,L,n)`` for that labelling (0 where fewer than 2 clusters are present)."""
-    g, n_lab, n = labels.shape
+    g, n_lab, _n = labels.shape
     d = points.shape[-1]
     union = chosen.any(dim=1)  # (G,n)
     m = int(union.sum(-1).max())
@@ -74,12 +93,7 @@ def silhouette_from_masks(points: torch.Tensor, labels: torch.Tensor, chosen: to
     ones = torch.ones_like(sq)
     left = torch.cat([pts, sq, ones], dim=-1)
     right_t = torch.cat([-2.0 * pts, ones, sq], dim=-1).transpose(1, 2).contiguous()
-    sums = torch.empty(g, m, onehot_rows.shape[-1], dtype=torch.float32, device=points.device)
-    rows = max(1, _CHUNK_ELEMENTS // max(g * m, 1))
-    for s in range(0, m, rows):
-        d2 = torch.bmm(left[:, s: s + rows], right_t)
-        sums[:, s: s + rows] = torch.bmm(d2.clamp_min_(0.0).sqrt_(), onehot_rows)
-    sums = sums[..., :n_cols]
+    sums = _cluster_distance_sums(left, right_t, onehot_rows)[..., :n_cols]
     sums = sums.reshape(g, m, n_lab, n_clusters).transpose(1, 2)  # (G,L,m,K) distance sums to every cluster
     counts = onehot.sum(dim=2, keepdim=True)  # (G,L,1,K)
     own_count = (onehot * counts).sum(-1)

@@ -1,10 +1,10 @@
-"""Frequency Content FC (SPEC §3.4): share of the Hann-windowed power spectrum at radius >= ``cut``.
+"""Frequency Content FC (docs/metrics.md, FC): share of the Hann-windowed power spectrum at radius >= ``cut``.
 
 The map is z-scored, clipped to mean +- ``clip`` and multiplied by a symmetric 2-D Hann window; the power spectrum
 comes from ``rfft2`` (half spectrum), with per-bin weights that count every full-spectrum bin exactly once.
 Radial grids (both normalised so the spectrum corners have radius 1):
 
-* ``linspace`` (reference, SPEC B4): bin (i, j) of the centred spectrum sits at
+* ``linspace`` (reference; docs/differences.md, B4): bin (i, j) of the centred spectrum sits at
   ``u_i = -1 + 2 i / (H - 1)``, ``v_j = -1 + 2 j / (W - 1)``, radius ``sqrt(u^2 + v^2) / sqrt(2)``; for even sizes
   the grid is offset from the DC bin by 1/(n - 1). Reproduced exactly.
 * ``fftfreq`` (paper / corrected): the true frequencies ``f`` in cycles/pixel, radius ``|f| / (0.5 sqrt(2))``.

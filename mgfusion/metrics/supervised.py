@@ -1,4 +1,6 @@
-"""Supervised counterparts of SC for validation (SPEC §7) - OUR RECONSTRUCTION, not the authors' code.
+"""Supervised counterparts of SC for validation - OUR RECONSTRUCTION, not the authors' code.
+
+Definitions: docs/metrics.md (supervised counterparts).
 
 The paper reports an "SC_gt" computed from semantic and instance labels, but no code or formula survives. Ours:
 
@@ -64,7 +66,7 @@ def downsample_labels(labels: torch.Tensor, grid_hw: tuple[int, int], stride: in
 
 def _compact(labels: torch.Tensor, ignore_label: int) -> tuple[torch.Tensor, int]:
     """Per-image consecutive ids ``(B,N)`` (-1 = ignored) and the largest per-image segment count."""
-    b, n = labels.shape
+    b, _n = labels.shape
     ok = labels != ignore_label
     if not bool(ok.any()):
         return torch.full_like(labels, -1), 1
@@ -103,10 +105,10 @@ def _scs_from_segments(points: torch.Tensor, ids: torch.Tensor, n_seg: int, targ
 
 def _one_batch(features, label_maps, stride, ignore_label, seed, cfg) -> dict[str, torch.Tensor]:
     feats = features.detach().to(torch.float32)
-    b, c, h, w = feats.shape
+    _b, c, h, w = feats.shape
     l2 = channel_l2(feats)
-    cf = centre_channels(feats)
     sub = scs_sample_indices(h * w, cfg.scs_samples, seed, feats.device)
+    cf = centre_channels(feats, subsample=sub)
     n = h * w if sub is None else sub.numel()
     pts = principal_scores(cf, max(1, min(cfg.scs_pca_dims, c, n - 1)), index=sub)
     sfc, scs = [], []

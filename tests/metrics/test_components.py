@@ -1,4 +1,4 @@
-"""Building blocks: config defaults (SPEC §9), selection, spectrum weights, k-means, silhouette, sampling."""
+"""Building blocks: config defaults (docs/metrics.md), selection, spectrum weights, k-means, silhouette, sampling."""
 
 from __future__ import annotations
 
@@ -13,7 +13,11 @@ from mgfusion.metrics.concentration import CONCENTRATION_RULES
 from mgfusion.metrics.config import CHOICES
 from mgfusion.metrics.kmeans import kmeans_labels
 from mgfusion.metrics.primitives import top_fraction_mask
-from mgfusion.metrics.silhouette import silhouette_from_masks, stratified_mask, valid_clusterings
+from mgfusion.metrics.silhouette import (
+    silhouette_from_masks,
+    stratified_mask,
+    valid_clusterings,
+)
 from mgfusion.metrics.spectrum import frequency_content
 from mgfusion.metrics.structure import median_of_valid, sfc_grid_shape
 

@@ -46,7 +46,7 @@ def test_noise_scores_at_chance(photos):
     assert torch.cat(ec_lifts).mean().item() == pytest.approx(1.0, abs=0.1)
     assert torch.cat(nc_lifts).mean().item() == pytest.approx(1.0, abs=0.05)
     assert torch.cat(efs).mean().item() < 0.5  # chance-corrected EC/NC: unrelated features score about 0
-    assert torch.cat(ref_efs).mean().item() > 5.0  # the reference rewards noise (SPEC §11)
+    assert torch.cat(ref_efs).mean().item() > 5.0  # the reference rewards noise (docs/metrics.md, corrected variant)
 
 
 @pytest.mark.parametrize("name", PHOTOS)
@@ -60,7 +60,7 @@ def test_alignment_is_rewarded(photos, helpers, name, stride):
     lift = _ef(feats, photo, stride)["EF_lift"]
     assert all(lift[d] < lift[0] for d in range(1, 5)), lift
     ref = _ef(feats, photo, stride, "reference")["EF"]
-    assert ref[3] > ref[0], ref  # the reference peaks 3-4 cells away from the edges (SPEC §11)
+    assert ref[3] > ref[0], ref  # the reference peaks 3-4 cells from the edges (docs/metrics.md, corrected variant)
 
 
 def test_piecewise_smooth_regions_beat_noise_in_sc(photos, helpers):
@@ -81,4 +81,4 @@ def test_os32_noise_does_not_saturate_sfc(hw):
     ref = compute_metrics(noise, None, stride=32, variant="reference", parts=("SC",))["SFC"]
     assert (cor < 0.45).all() and (cor > 0.1).all(), cor  # 2x2 cells: about 1/4 for i.i.d. noise
     if hw == (16, 16):
-        assert (ref > 0.999).all()  # the 16x16 grid makes every cell one pixel: intra floored (SPEC §2.1, §11)
+        assert (ref > 0.999).all()  # the 16x16 grid makes every cell one pixel: intra floored (docs/metrics.md, SFC)

@@ -1,6 +1,6 @@
 """Cross-check every variant against an independent, plainly written (slow) numpy implementation on small maps.
 
-The plain code below follows SPEC §1-§3 (and the corrected variant's definitions in mgfusion.metrics' docstring)
+The plain code below follows docs/metrics.md (and the corrected variant's definitions in mgfusion.metrics' docstring)
 literally: pixel loops, explicit padding, full complex FFT, all 8 shift directions. Images are given at feature
 resolution, so no resize is involved (resizing is covered in test_api.py).
 """
@@ -119,7 +119,7 @@ def p_fc(m, grid, cut=0.15):
 
 def p_radii(h, w):
     r_max = max(1, int(0.6 * min(h, w)))
-    radii = sorted({min(max(int(round(10 ** (t * math.log10(r_max)))), 1), r_max) for t in np.linspace(0, 1, 16)})
+    radii = sorted({min(max(round(10 ** (t * math.log10(r_max))), 1), r_max) for t in np.linspace(0, 1, 16)})
     return radii
 
 

@@ -1,4 +1,4 @@
-"""Supervised counterparts (SPEC §7, our reconstruction), Spearman helper and dataset aggregation (SPEC §4)."""
+"""Supervised counterparts (our reconstruction), Spearman helper and dataset aggregation (docs/metrics.md)."""
 
 from __future__ import annotations
 
@@ -53,7 +53,8 @@ def test_downsample_labels_majority_and_padding():
 def test_spearman_reproduces_table7_and_ef_gain():
     rho, p = spearman([0.75, 0.68, 0.56], [0.46, 0.36, 0.09])  # SC vs SC_gt, Table 7
     assert rho == pytest.approx(1.0) and p == pytest.approx(0.0)
-    rho, p = spearman([6.21, 8.82, 17.89, 13.32], [2.8, 7.7, 11.1, 4.9])  # EF vs AP gain per OS (SPEC §7)
+    # EF vs AP gain per OS (docs/metrics.md, supervised counterparts)
+    rho, p = spearman([6.21, 8.82, 17.89, 13.32], [2.8, 7.7, 11.1, 4.9])
     assert rho == pytest.approx(0.8) and p == pytest.approx(0.2)
     with pytest.raises(ValueError, match=">= 3 values"):
         spearman([1, 2], [2, 1])
