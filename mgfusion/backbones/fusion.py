@@ -189,8 +189,8 @@ class FusionBackbone(Encoder):
 
         images = self.to_rgb255(x.float()).clamp(0, 255)
         with torch.no_grad():
-            ef = {s: float(compute_metrics(aux[s].float(), images, stride=s, variant="reference",
-                                           parts=("EF",))["EF"].sum()) for s in self.inject_strides}
+            ef = {s: float(compute_metrics(aux[s].float(), images, stride=s, variant="reference", parts=("EF",),
+                                           image_range=255.0)["EF"].sum()) for s in self.inject_strides}
         return argmax_stride(ef)
 
     def extra_repr(self) -> str:

@@ -183,7 +183,8 @@ def test_dynamic_stride_reproduction_picks_argmax_of_batch_reference_ef():
     with torch.no_grad():
         out = fb(x)
         aux = fb.auxiliary(x)
-    ef = {s: float(compute_metrics(aux[s], img, stride=s, variant="reference", parts=("EF",))["EF"].sum())
+    ef = {s: float(compute_metrics(aux[s], img, stride=s, variant="reference", parts=("EF",),
+                                   image_range=255.0)["EF"].sum())
           for s in (4, 8, 16, 32)}
     chosen = max(sorted(ef), key=lambda s: (ef[s], -s))
     assert fb.last_injected == (chosen,)
