@@ -17,6 +17,16 @@ metadata stay intact:
 * ADE20K: ``mgf_ade20k_{sem_seg,panoptic,instance}_{train,val}`` (:mod:`.ade20k`)
 * synthetic: ``mgf_synthetic_{train,val}[_sem_seg|_panoptic]``, generated on first load (:mod:`.synthetic`)
 
+Street-scene datasets in Cityscapes' 19 classes / 8 thing classes (shared conventions: :mod:`.street`; semantic
+names are evaluated with detectron2's ``SemSegEvaluator``, instance names with COCO mask AP):
+
+* KITTI-360: ``mgf_kitti360_instance_seg_{train,val}`` (:mod:`.kitti360`)
+* synthetic-to-real sources: ``mgf_{synthia,synscapes,urbansyn}_{sem_seg,instance_seg}_train``
+  (:mod:`.synthia`, :mod:`.synscapes`, :mod:`.urbansyn`)
+* domain-generalisation benchmarks: ``mgf_gta5_sem_seg_train`` (:mod:`.gta5`), ``mgf_bdd100k_sem_seg_{train,val}``
+  (:mod:`.bdd100k`), ``mgf_mapillary_sem_seg_{train,val}`` (:mod:`.mapillary`), ``mgf_acdc_sem_seg_{train,val}`` and
+  ``mgf_acdc_{fog,night,rain,snow}_sem_seg_{train,val}`` (:mod:`.acdc`)
+
 ``replace_builtin=True`` also registers each of them under its unprefixed name, replacing detectron2's (or
 Mask2Former's) registration of that name. Loading a name whose folder is missing raises
 :class:`DatasetNotFoundError` naming the expected path, ``$DETECTRON2_DATASETS`` and ``datasets/README.md``.
@@ -58,6 +68,7 @@ from __future__ import annotations
 
 import os
 
+from .acdc import register_acdc
 from .ade20k import register_ade20k
 from .augmentation import (
     AUGMENTATION_POLICIES,
@@ -65,6 +76,7 @@ from .augmentation import (
     ColorJitter,
     build_train_augmentations,
 )
+from .bdd100k import register_bdd100k
 from .catalog import (
     ENV_VAR,
     PREFIX,
@@ -78,6 +90,9 @@ from .catalog import (
 )
 from .cityscapes import register_cityscapes
 from .coco import register_coco
+from .gta5 import register_gta5
+from .kitti360 import register_kitti360
+from .mapillary import register_mapillary
 from .mappers import (
     TRAIN_MAPPERS,
     InstanceTrainMapper,
@@ -85,12 +100,15 @@ from .mappers import (
     SemanticTrainMapper,
     TestMapper,
 )
+from .synscapes import register_synscapes
 from .synthetic import (
     SPLITS,
     SyntheticConfig,
     register_synthetic,
     synthetic_dataset_names,
 )
+from .synthia import register_synthia
+from .urbansyn import register_urbansyn
 
 __all__ = [
     "AUGMENTATION_POLICIES",
@@ -111,13 +129,27 @@ __all__ = [
     "datasets_root",
     "is_mgfusion_dataset",
     "mgf_name",
+    "register_acdc",
     "register_ade20k",
     "register_all",
+    "register_bdd100k",
     "register_cityscapes",
     "register_coco",
     "register_dataset",
+    "register_gta5",
+    "register_kitti360",
+    "register_mapillary",
+    "register_synscapes",
     "register_synthetic",
+    "register_synthia",
+    "register_urbansyn",
 ]
+
+#: the street-scene families in Cityscapes' classes, registered by :func:`register_all` after COCO/Cityscapes/ADE20K
+STREET_FAMILIES = (
+    register_kitti360, register_synthia, register_synscapes, register_urbansyn,
+    register_gta5, register_bdd100k, register_mapillary, register_acdc,
+)  # fmt: skip
 
 
 def register_all(root: str | os.PathLike | None = None, *, replace_builtin: bool = False) -> list[str]:
@@ -137,6 +169,8 @@ def register_all(root: str | os.PathLike | None = None, *, replace_builtin: bool
     """
     base = datasets_root(root)
     names = register_coco(base) + register_cityscapes(base) + register_ade20k(base)
+    for register_family in STREET_FAMILIES:
+        names += register_family(base)
     register_synthetic(base / "mgfusion_synthetic")
     for split in SPLITS:
         names += list(synthetic_dataset_names(split).values())

@@ -19,6 +19,14 @@ API::
     write_tiny_ade20k(root, splits=("train", "val"), num_images=2, height=64, width=80, prepare=True)
     write_tiny_datasets(root, families=("coco", "cityscapes", "ade20k"), prepare=True)
     TINY_WRITERS["coco"](root, ...)      # the writer of a family by name; DATASET_FAMILY["coco_panoptic"] == "coco"
+
+Street scenes in Cityscapes' classes, each in its real layout and own label encoding (:func:`cityscapes_scene_labels`
+gives the Cityscapes encoding they start from)::
+
+    write_tiny_gta5(root, num_images=2, prepare=True)          write_tiny_synthia(root, num_images=2, prepare=True)
+    write_tiny_bdd100k(root, splits=("train", "val"))          write_tiny_synscapes(root, num_images=2, prepare=True)
+    write_tiny_mapillary(root, release="v1.2", prepare=True)   write_tiny_urbansyn(root, num_images=2, prepare=True)
+    write_tiny_acdc(root, num_images=2)  # per condition       write_tiny_kitti360(root, num_images=2, prepare=True)
 """
 
 from __future__ import annotations
@@ -33,8 +41,14 @@ import numpy as np
 from detectron2.data.datasets.builtin_meta import COCO_CATEGORIES
 from PIL import Image
 
-from .categories import ADE20K_INSTANCE_TO_SEMANTIC
-from .labelmaps import id_to_rgb, mask_bbox_xywh, mask_to_rle
+from .categories import ADE20K_INSTANCE_TO_SEMANTIC, distinct_colors
+from .labelmaps import (
+    CITYSCAPES_LABEL_TO_TRAIN_ID,
+    id_to_rgb,
+    lookup_table,
+    mask_bbox_xywh,
+    mask_to_rle,
+)
 from .preparation import (
     prepare_ade20k_panoptic_and_instance,
     prepare_ade20k_semantic,
@@ -45,13 +59,23 @@ from .synthetic import Scene, SyntheticConfig, render_scene
 
 __all__ = [
     "DATASET_FAMILY",
+    "STREET_CONFIG_FAMILIES",
     "TINY_WRITERS",
     "VOID_ROWS",
+    "cityscapes_scene_labels",
     "tiny_scenes",
+    "write_tiny_acdc",
     "write_tiny_ade20k",
+    "write_tiny_bdd100k",
     "write_tiny_cityscapes",
     "write_tiny_coco",
     "write_tiny_datasets",
+    "write_tiny_gta5",
+    "write_tiny_kitti360",
+    "write_tiny_mapillary",
+    "write_tiny_synscapes",
+    "write_tiny_synthia",
+    "write_tiny_urbansyn",
 ]
 
 # synthetic thing index -> real category; synthetic stuff index -> real category
@@ -73,6 +97,18 @@ DATASET_FAMILY = {
     )
     for task in tasks
 }
+#: the street-scene configs (source -> targets): every family whose tree each one reads, source first
+STREET_CONFIG_FAMILIES: dict[str, tuple[str, ...]] = {
+    "kitti360_instance": ("kitti360",),
+    "synthia_to_cs_instance": ("synthia", "cityscapes"),
+    "synscapes_to_cs_instance": ("synscapes", "cityscapes"),
+    "urbansyn_to_cs_instance": ("urbansyn", "cityscapes"),
+    "synthia_to_cs_bdd_map": ("synthia", "cityscapes", "bdd100k", "mapillary"),
+    "gta5_to_cs_bdd_map": ("gta5", "cityscapes", "bdd100k", "mapillary"),
+    "cs_to_bdd_map_acdc": ("cityscapes", "bdd100k", "mapillary", "acdc"),
+    "cs_to_acdc": ("cityscapes", "acdc"),
+}
+DATASET_FAMILY.update({name: families[0] for name, families in STREET_CONFIG_FAMILIES.items()})
 
 
 def _crop_scene(scene: Scene, height: int, width: int) -> Scene:
@@ -229,6 +265,27 @@ def _cityscapes_polygons(label_ids: np.ndarray, instance_ids: np.ndarray) -> dic
     return {"imgHeight": int(label_ids.shape[0]), "imgWidth": int(label_ids.shape[1]), "objects": objects}
 
 
+def cityscapes_scene_labels(scene: Scene, index: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+    """A tiny scene in Cityscapes' encoding (what every street-scene writer starts from).
+
+    Returns:
+        ``label_ids`` (H, W) int64 Cityscapes label ids (things person/rider/car/bicycle, stuff road/sky,
+        0 = unlabeled in the top :data:`VOID_ROWS` rows); ``instance_ids`` (H, W) int64 as in
+        ``*_gtFine_instanceIds.png`` (``label * 1000 + k`` for instance k, the bare label id for stuff and for the
+        crowd instance); ``instance_map`` (H, W) int64 instance numbers 1..N (0 = none, void band cleared);
+        ``crowd`` the 1-based number of the crowd instance (0 = none; the last instance of image 0).
+    """
+    things = np.asarray((0, *CITYSCAPES_THINGS))[np.concatenate([[0], scene.instance_classes + 1])]
+    label_ids = np.where(scene.instance_map > 0, things[scene.instance_map],
+                         np.asarray(CITYSCAPES_STUFF)[scene.stuff_map])  # fmt: skip
+    label_ids[:VOID_ROWS] = 0  # "unlabeled"
+    instance_map = scene.instance_map.copy()
+    instance_map[:VOID_ROWS] = 0
+    crowd = _crowd_instance(scene, index)
+    instance_ids = np.where((instance_map > 0) & (instance_map != crowd), label_ids * 1000 + instance_map, label_ids)
+    return label_ids, instance_ids, instance_map, crowd
+
+
 def write_tiny_cityscapes(
     root: str | os.PathLike,
     splits: Sequence[str] = ("train", "val"),
@@ -256,14 +313,7 @@ def write_tiny_cityscapes(
             city = cities[index % len(cities)]
             stem = f"{city}_{index:06d}_{19 + index:06d}"
             image_dir, gt_dir = base / "leftImg8bit" / split / city, base / "gtFine" / split / city
-            things = np.asarray((0, *CITYSCAPES_THINGS))[np.concatenate([[0], scene.instance_classes + 1])]
-            label_ids = np.where(scene.instance_map > 0, things[scene.instance_map],
-                                 np.asarray(CITYSCAPES_STUFF)[scene.stuff_map])  # fmt: skip
-            label_ids[:VOID_ROWS] = 0  # "unlabeled"
-            crowd = _crowd_instance(scene, index)
-            instance_ids = np.where((scene.instance_map > 0) & (scene.instance_map != crowd),
-                                    label_ids * 1000 + scene.instance_map, label_ids)  # fmt: skip
-            instance_ids[:VOID_ROWS] = 0
+            label_ids, instance_ids = cityscapes_scene_labels(scene, index)[:2]
             _save(image_dir / f"{stem}_leftImg8bit.png", scene.image)
             _save(gt_dir / f"{stem}_gtFine_labelIds.png", label_ids.astype(np.uint8))
             _save(gt_dir / f"{stem}_gtFine_instanceIds.png", instance_ids.astype(np.uint16))
@@ -318,11 +368,227 @@ def write_tiny_ade20k(
     return ade
 
 
+# ------------------------------------------------------------------- street scenes in Cityscapes' classes
+# Each writer renders the tiny scenes in Cityscapes' encoding (cityscapes_scene_labels) and re-encodes them in the
+# dataset's own ids and files; with ``prepare`` it runs the preparation the dataset's datasets/prepare_*.py runs.
+
+_LABEL_TO_TRAIN = lookup_table(CITYSCAPES_LABEL_TO_TRAIN_ID)
+#: Cityscapes label id -> SYNTHIA class id (inverse of SYNTHIA_TO_TRAIN_ID on the tiny scenes' classes)
+_SYNTHIA_OF_LABEL = {0: 0, 7: 3, 23: 1, 24: 10, 25: 17, 26: 8, 33: 11}
+#: Cityscapes label id -> Mapillary v1.2 id per image (road alternates between road, lane marking and bike lane;
+#: the void band between "Unlabeled" and "Bird", both ignored)
+_MAPILLARY_OF_LABEL = ({0: 65, 7: 13, 23: 27, 24: 19, 25: 20, 26: 55, 33: 52},
+                       {0: 0, 7: 24, 23: 27, 24: 19, 25: 21, 26: 55, 33: 52},
+                       {0: 65, 7: 7, 23: 27, 24: 19, 25: 22, 26: 55, 33: 52})  # fmt: skip
+KITTI360_SEQUENCES = {"train": "2013_05_28_drive_0000_sync", "val": "2013_05_28_drive_0010_sync"}
+
+
+def _cityscapes_palette() -> np.ndarray:
+    from cityscapesscripts.helpers.labels import id2label
+
+    palette = np.zeros((256, 3), dtype=np.uint8)
+    for label_id, label in id2label.items():
+        if 0 <= label_id < 256:
+            palette[label_id] = label.color
+    return palette
+
+
+def _save_palette_png(path: Path, labels: np.ndarray, palette: np.ndarray) -> None:
+    """An 8-bit palette ("P") PNG, as GTA5 and Mapillary ship their labels."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    image = Image.fromarray(labels.astype(np.uint8), mode="P")
+    image.putpalette(palette.reshape(-1).tolist())
+    image.save(path)
+
+
+def _street_scenes(num_images: int, height: int, width: int, seed: int):
+    for index, scene in enumerate(tiny_scenes(num_images, height, width, seed)):
+        yield index, scene, *cityscapes_scene_labels(scene, index)
+
+
+def write_tiny_gta5(root: str | os.PathLike, num_images: int = 2, height: int = 64, width: int = 128, seed: int = 3,
+                    prepare: bool = True) -> Path:  # fmt: skip
+    """``gta/images/<5-digit>.png`` and ``gta/labels/<5-digit>.png`` (palette PNGs of Cityscapes label ids);
+    with ``prepare`` also ``labels/*_labelTrainIds.png``. Returns the ``gta`` folder."""
+    from .gta5 import prepare_gta5
+
+    gta, palette = Path(root) / "gta", _cityscapes_palette()
+    for index, scene, label_ids, *_ in _street_scenes(num_images, height, width, seed):
+        _save(gta / "images" / f"{index + 1:05d}.png", scene.image)
+        _save_palette_png(gta / "labels" / f"{index + 1:05d}.png", label_ids, palette)
+    if prepare:
+        prepare_gta5(str(gta))
+    return gta
+
+
+def write_tiny_bdd100k(root: str | os.PathLike, splits: Sequence[str] = ("train", "val"), num_images: int = 2,
+                       height: int = 64, width: int = 112, seed: int = 4, prepare: bool = True) -> Path:  # fmt: skip
+    """``bdd100k/images/10k/{split}/<name>.jpg`` and ``labels/sem_seg/masks/{split}/<name>.png`` (train ids, 255 =
+    ignore); nothing to prepare (``prepare`` is accepted for the writers' common signature). Returns ``bdd100k``."""
+    bdd = Path(root) / "bdd100k"
+    for offset, split in enumerate(splits):
+        for index, scene, label_ids, *_ in _street_scenes(num_images, height, width, seed + 10 * offset):
+            name = f"{7 * index + 13 * offset:07x}-{index + 100:08x}"
+            _save(bdd / "images" / "10k" / split / f"{name}.jpg", scene.image, quality=95)
+            _save(bdd / "labels" / "sem_seg" / "masks" / split / f"{name}.png", _LABEL_TO_TRAIN[label_ids])
+    return bdd
+
+
+def write_tiny_mapillary(root: str | os.PathLike, splits: Sequence[str] = ("train", "val"), num_images: int = 2,
+                         height: int = 64, width: int = 96, seed: int = 5, release: str = "v1.2",
+                         prepare: bool = True) -> Path:  # fmt: skip
+    """Mapillary Vistas with v1.2 labels in the layout of the ``release`` ("v1.2": ``config.json`` +
+    ``{training,validation}/{images,labels}``; "v2.0": ``config_v1.2.json`` + ``{split}/v1.2/labels``); labels are
+    palette PNGs of v1.2 class ids. With ``prepare`` also ``cityscapes_trainIdLabel/``. Returns ``mapillary``."""
+    from .labelmaps import MAPILLARY_V12_CLASSES
+    from .mapillary import _FOLDERS, _RELEASES, prepare_mapillary
+
+    mapillary = Path(root) / "mapillary"
+    config_name, labels_subdir = _RELEASES[release]
+    colors = distinct_colors(len(MAPILLARY_V12_CLASSES), seed=66)
+    labels = [{"name": name.lower().replace(" ", "-"), "readable": name, "color": colors[i],
+               "instances": False, "evaluate": name != "Unlabeled"} for i, name in enumerate(MAPILLARY_V12_CLASSES)]  # fmt: skip
+    _write_json(mapillary / config_name, {"labels": labels, "version": "1.2", "mapping": "public"})
+    palette = np.zeros((256, 3), dtype=np.uint8)
+    palette[: len(colors)] = colors
+    for offset, split in enumerate(splits):
+        folder = mapillary / _FOLDERS[split]
+        for index, scene, label_ids, *_ in _street_scenes(num_images, height, width, seed + 10 * offset):
+            table = _MAPILLARY_OF_LABEL[(index + offset) % len(_MAPILLARY_OF_LABEL)]
+            name = f"m{offset}{index:02d}AbCdEfGhIjKlMnOpQr"
+            _save(folder / "images" / f"{name}.jpg", scene.image, quality=95)
+            _save_palette_png(folder / labels_subdir / f"{name}.png", lookup_table(table, fill=0)[label_ids], palette)
+    if prepare:
+        prepare_mapillary(str(mapillary), splits=splits)
+    return mapillary
+
+
+def write_tiny_acdc(root: str | os.PathLike, splits: Sequence[str] = ("train", "val"), num_images: int = 2,
+                    height: int = 64, width: int = 112, seed: int = 6, prepare: bool = True) -> Path:  # fmt: skip
+    """ACDC: for each condition and split, ``rgb_anon/<condition>/<split>/<sequence>/*_rgb_anon.png`` and
+    ``gt/.../*_gt_{labelIds,labelTrainIds}.png`` (``num_images`` per condition and split); nothing to prepare
+    (``prepare`` is accepted for the writers' common signature). Returns the ``acdc`` folder."""
+    from .acdc import ACDC_CONDITIONS
+
+    acdc = Path(root) / "acdc"
+    for c, condition in enumerate(ACDC_CONDITIONS):
+        for offset, split in enumerate(splits):
+            scenes = _street_scenes(num_images, height, width, seed + 10 * offset + 100 * c)
+            for index, scene, label_ids, *_ in scenes:
+                sequence = f"GOPR{475 + 10 * c + offset:04d}"
+                stem = f"{sequence}_frame_{41 + index:06d}"
+                _save(acdc / "rgb_anon" / condition / split / sequence / f"{stem}_rgb_anon.png", scene.image)
+                gt = acdc / "gt" / condition / split / sequence
+                _save(gt / f"{stem}_gt_labelIds.png", label_ids.astype(np.uint8))
+                _save(gt / f"{stem}_gt_labelTrainIds.png", _LABEL_TO_TRAIN[label_ids])
+    return acdc
+
+
+def write_tiny_synthia(root: str | os.PathLike, num_images: int = 2, height: int = 64, width: int = 128, seed: int = 7,
+                       prepare: bool = True) -> Path:  # fmt: skip
+    """SYNTHIA-RAND-CITYSCAPES: ``synthia/RGB/<7-digit>.png`` and ``GT/LABELS/<7-digit>.png`` (16-bit, R = SYNTHIA
+    class id, G = instance id; the crowd instance of image 0 gets instance id 0). With ``prepare`` also the
+    train-id PNGs and ``synthia_instance_train.json``. Returns the ``synthia`` folder."""
+    from .synthia import prepare_synthia
+
+    synthia = Path(root) / "synthia"
+    for index, scene, label_ids, _, instance_map, crowd in _street_scenes(num_images, height, width, seed):
+        stem = f"{index:07d}"
+        _save(synthia / "RGB" / f"{stem}.png", scene.image)
+        raw = np.zeros((height, width, 3), dtype=np.uint16)  # BGR for cv2: channel 2 = red = class
+        raw[..., 2] = lookup_table(_SYNTHIA_OF_LABEL, fill=0)[label_ids]
+        raw[..., 1] = np.where(instance_map != crowd, instance_map, 0)
+        (synthia / "GT" / "LABELS").mkdir(parents=True, exist_ok=True)
+        cv2.imwrite(str(synthia / "GT" / "LABELS" / f"{stem}.png"), raw)
+    if prepare:
+        prepare_synthia(str(synthia))
+    return synthia
+
+
+def write_tiny_synscapes(root: str | os.PathLike, num_images: int = 2, height: int = 64, width: int = 128,
+                         seed: int = 8, prepare: bool = True) -> Path:  # fmt: skip
+    """Synscapes: ``synscapes/img/{rgb,class,instance}/<n>.png`` (class = Cityscapes label ids, instance = RGB-encoded
+    ids ``label * 100000 + k``) and ``meta/<n>.json`` with each instance's class. With ``prepare`` also the train-id
+    PNGs and ``synscapes_instance_train.json``. Returns the ``synscapes`` folder."""
+    from .synscapes import prepare_synscapes
+
+    synscapes = Path(root) / "synscapes"
+    for index, scene, label_ids, _, instance_map, _ in _street_scenes(num_images, height, width, seed):
+        stem = str(index + 1)
+        ids = np.where(instance_map > 0, label_ids * 100000 + instance_map, 0)
+        _save(synscapes / "img" / "rgb" / f"{stem}.png", scene.image)
+        _save(synscapes / "img" / "class" / f"{stem}.png", label_ids.astype(np.uint8))
+        _save(synscapes / "img" / "instance" / f"{stem}.png", id_to_rgb(ids))
+        classes = {str(i): int(i) // 100000 for i in np.unique(ids).tolist() if i}
+        _write_json(synscapes / "meta" / f"{stem}.json",
+                    {"camera": {"intrinsic": {"resx": width, "resy": height}},
+                     "instance": {"class": classes, "occluded": {k: 0.0 for k in classes}}})  # fmt: skip
+    if prepare:
+        prepare_synscapes(str(synscapes))
+    return synscapes
+
+
+def write_tiny_urbansyn(root: str | os.PathLike, num_images: int = 2, height: int = 64, width: int = 128,
+                        seed: int = 9, prepare: bool = True) -> Path:  # fmt: skip
+    """UrbanSyn: ``urbansyn/rgb/rgb_<4-digit>.png``, ``ss/ss_<n>.png`` (train ids; 19 = the void band) and
+    ``panoptic/panoptic_<n>.png`` (one colour per instance: R = instance number, B = train id, an assumed encoding;
+    see :mod:`mgfusion.data.urbansyn`). With ``prepare`` also the train-id PNGs and ``urbansyn_instance_train.json``.
+    Returns the ``urbansyn`` folder."""
+    from .urbansyn import prepare_urbansyn
+
+    urbansyn = Path(root) / "urbansyn"
+    for index, scene, label_ids, _, instance_map, _ in _street_scenes(num_images, height, width, seed):
+        number = f"{index + 1:04d}"
+        train_ids = np.where(label_ids == 0, 19, _LABEL_TO_TRAIN[label_ids]).astype(np.uint8)
+        colours = np.zeros((height, width, 3), dtype=np.uint8)
+        colours[..., 0] = instance_map
+        colours[..., 2] = np.where(instance_map > 0, train_ids, 0)
+        _save(urbansyn / "rgb" / f"rgb_{number}.png", scene.image)
+        _save(urbansyn / "ss" / f"ss_{number}.png", train_ids)
+        _save(urbansyn / "panoptic" / f"panoptic_{number}.png", colours)
+    if prepare:
+        prepare_urbansyn(str(urbansyn))
+    return urbansyn
+
+
+def write_tiny_kitti360(root: str | os.PathLike, splits: Sequence[str] = ("train", "val"), num_images: int = 2,
+                        height: int = 48, width: int = 128, seed: int = 10, prepare: bool = True) -> Path:  # fmt: skip
+    """KITTI-360: ``data_2d_raw/<sequence>/image_00/data_rect/<frame>.png``, ``data_2d_semantics/train/<sequence>/
+    image_00/{semantic,instance}/<frame>.png`` (label ids; instance ``label * 1000 + k``, the crowd instance as the
+    bare label id) and the split files ``2013_05_28_drive_{train,val}_frames.txt``. With ``prepare`` also
+    ``kitti360_instance_{train,val}.json``. Returns the ``KITTI-360`` folder."""
+    from .kitti360 import KITTI360_SPLIT_FILES, prepare_kitti360
+
+    kitti = Path(root) / "KITTI-360"
+    for offset, split in enumerate(splits):
+        sequence, lines = KITTI360_SEQUENCES[split], []
+        for index, scene, label_ids, instance_ids, *_ in _street_scenes(num_images, height, width, seed + 10 * offset):
+            frame = f"{250 + 10 * index:010d}.png"
+            image = Path("data_2d_raw") / sequence / "image_00" / "data_rect" / frame
+            labels = Path("data_2d_semantics") / "train" / sequence / "image_00"
+            _save(kitti / image, scene.image)
+            _save(kitti / labels / "semantic" / frame, label_ids.astype(np.uint8))
+            _save(kitti / labels / "instance" / frame, instance_ids.astype(np.uint16))
+            lines.append(f"{image.as_posix()} {(labels / 'semantic' / frame).as_posix()}")
+        (kitti / KITTI360_SPLIT_FILES[split]).write_text("\n".join(lines) + "\n", encoding="utf-8")
+    if prepare:
+        prepare_kitti360(str(kitti), splits=splits)
+    return kitti
+
+
 #: family name -> writer (``writer(root, splits=..., num_images=..., prepare=...)``)
 TINY_WRITERS: dict[str, Callable[..., Path]] = {
     "coco": write_tiny_coco,
     "cityscapes": write_tiny_cityscapes,
     "ade20k": write_tiny_ade20k,
+    "gta5": write_tiny_gta5,
+    "bdd100k": write_tiny_bdd100k,
+    "mapillary": write_tiny_mapillary,
+    "acdc": write_tiny_acdc,
+    "synthia": write_tiny_synthia,
+    "synscapes": write_tiny_synscapes,
+    "urbansyn": write_tiny_urbansyn,
+    "kitti360": write_tiny_kitti360,
 }
 
 

@@ -1,4 +1,9 @@
-"""Evaluation wiring: run the dataset's evaluator over each test set, print tables, save the metrics as JSON."""
+"""Evaluation wiring: run the dataset's evaluator over each test set, print tables, save the metrics as JSON.
+
+With several test sets (e.g. the domain-generalisation protocol: train on GTA5, test on Cityscapes, BDD100K and
+Mapillary) the results also hold an ``"average"`` row, the unweighted mean of each headline metric (mIoU, AP, PQ)
+over the test sets (:func:`average_over_targets`), and the log shows one table row per test set plus the average.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +12,8 @@ import logging
 import math
 import os
 from collections import OrderedDict
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 import torch
@@ -16,6 +22,7 @@ from detectron2.utils import comm
 from detectron2.utils.logger import create_small_table
 from hydra.utils import instantiate
 from omegaconf import DictConfig
+from tabulate import tabulate
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
@@ -23,7 +30,23 @@ from mgfusion.utils.io import atomic_write_text
 
 from .data import build_test_loader
 
-__all__ = ["evaluate", "format_results", "write_metrics_json", "plain_results", "test_time_summary"]
+__all__ = [
+    "AVERAGE_KEY",
+    "HEADLINE_METRICS",
+    "average_definition",
+    "average_over_targets",
+    "evaluate",
+    "format_results",
+    "per_target_table",
+    "plain_results",
+    "test_time_summary",
+    "write_metrics_json",
+]
+
+#: key of the average row in the results of several test sets
+AVERAGE_KEY = "average"
+#: result key -> the metric averaged over test sets (semantic mIoU, mask AP, PQ)
+HEADLINE_METRICS = {"sem_seg": "mIoU", "segm": "AP", "panoptic_seg": "PQ"}
 
 logger = logging.getLogger(__name__)
 
@@ -39,9 +62,11 @@ def evaluate(model: nn.Module, dataset_cfg: DictConfig, *, output_dir: str, num_
             :mod:`mgfusion.inference.test_time`); None = whole image. :func:`test_time_summary` gives what to record.
 
     Returns:
-        detectron2's convention: ``{task: {metric: value}}`` for one test set, ``{name: {task: {...}}}`` for several;
-        ``{}`` on non-main ranks of a distributed run.
+        detectron2's convention: ``{task: {metric: value}}`` for one test set, ``{name: {task: {...}}}`` for several,
+        then with the row ``"average"`` (:func:`average_over_targets`); ``{}`` on non-main ranks of a distributed run.
     """
+    if len(dataset_cfg.test) > 1 and AVERAGE_KEY in dataset_cfg.test:
+        raise ValueError(f"a test set may not be named {AVERAGE_KEY!r}: that key holds the average over test sets")
     if isinstance(model, DistributedDataParallel):
         model = model.module  # ranks see different numbers of images: no collective calls in forward
     model = _with_test_time(model, dataset_cfg, test_time)
@@ -57,7 +82,57 @@ def evaluate(model: nn.Module, dataset_cfg: DictConfig, *, output_dir: str, num_
     if not comm.is_main_process():
         return {}
     results = plain_results(results)
-    return results[dataset_cfg.test[0]] if len(results) == 1 else results
+    if len(results) == 1:
+        return results[dataset_cfg.test[0]]
+    results[AVERAGE_KEY] = average_over_targets(results)
+    logger.info("Results per test set (%s):\n%s", average_definition(results[AVERAGE_KEY]), per_target_table(results))
+    return results
+
+
+def average_over_targets(results: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
+    """The average row of several test sets' results ``{name: {task: {metric: value}}}``.
+
+    For each headline metric of :data:`HEADLINE_METRICS` that every test set reports, the unweighted mean of the
+    per-test-set values (a mean of scores, not a score of the pooled images; NaN if any value is NaN). Only numbers,
+    as detectron2's evaluation hook requires of results.
+
+    Returns:
+        ``{task: {metric: mean}, ..., "num_test_sets": n}``.
+    """
+    targets = [name for name in results if name != AVERAGE_KEY]
+    row: dict[str, Any] = {}
+    for task, metric in HEADLINE_METRICS.items():
+        values = [results[name].get(task, {}).get(metric) for name in targets]
+        if targets and all(isinstance(v, (int, float)) for v in values):
+            row[task] = {metric: math.fsum(values) / len(values)}
+    row["num_test_sets"] = len(targets)
+    return row
+
+
+def average_definition(average: Mapping[str, Any]) -> str:
+    """What the average row of :func:`average_over_targets` is, in words (for logs and reports)."""
+    metrics = [HEADLINE_METRICS[task] for task in average if task in HEADLINE_METRICS]
+    return (f"'{AVERAGE_KEY}' = unweighted mean over the {average['num_test_sets']} test sets of each one's "
+            f"{', '.join(metrics) or 'metric (none is common to all test sets)'}")  # fmt: skip
+
+
+def per_target_table(results: Mapping[str, Any]) -> str:
+    """A Markdown table with one row per test set and the average row; columns are the headline metrics any test
+    set reports (``-`` where a test set lacks one)."""
+    targets = [name for name in results if name != AVERAGE_KEY]
+    columns = [(task, metric) for task, metric in HEADLINE_METRICS.items()
+               if any(metric in results[name].get(task, {}) for name in targets)]  # fmt: skip
+
+    def cells(scores: Mapping[str, Any]) -> list[str]:
+        values = [scores.get(task, {}).get(metric) for task, metric in columns]
+        return [f"{v:.2f}" if isinstance(v, (int, float)) else "-" for v in values]
+
+    rows = [[name, *cells(results[name])] for name in targets]
+    if AVERAGE_KEY in results:
+        rows.append([f"{AVERAGE_KEY} (mean of {len(targets)} test sets)", *cells(results[AVERAGE_KEY])])
+    headers = ["test set", *(f"{metric} ({task})" for task, metric in columns)]
+    return tabulate(rows, headers=headers, tablefmt="pipe", disable_numparse=True,
+                    colalign=("left", *("right" for _ in columns)))  # fmt: skip
 
 
 def _with_test_time(model: nn.Module, dataset_cfg: DictConfig, test_time: Mapping[str, Any] | None) -> nn.Module:

@@ -38,7 +38,22 @@ PROTOCOL = {
                "test": (512, 2048), "num_queries": 100},
     "synthetic": {"policy": "scale_jitter", "base_size": 128, "min_scale": 0.75, "max_scale": 1.5, "scale_step": 0.25,
                   "crop_size": (128, 128), "color_jitter": True, "flip_prob": 0.5, "test": (0, 0), "num_queries": 16},
+    # the authors' KITTI-360 runs (1408x376 frames)
+    "kitti360": {"policy": "scale_jitter", "base_size": 376, "min_scale": 1.1, "max_scale": 2.0, "scale_step": 0.1,
+                 "max_size": 1504, "crop_size": (384, 672), "color_jitter": True, "flip_prob": 0.5,
+                 "test": (384, 752), "num_queries": 100},
 }  # fmt: skip
+# Configs that train on one dataset and test on others (synthetic to real, domain generalisation): the protocol
+# family they train with, their task, and the dataset prefixes of their train and test names.
+CROSS_DATASET = {
+    "synthia_to_cs_instance": ("cityscapes", "instance", "synthia", ("cityscapes",)),
+    "synscapes_to_cs_instance": ("cityscapes", "instance", "synscapes", ("cityscapes",)),
+    "urbansyn_to_cs_instance": ("cityscapes", "instance", "urbansyn", ("cityscapes",)),
+    "gta5_to_cs_bdd_map": ("cityscapes", "semantic", "gta5", ("cityscapes", "bdd100k", "mapillary")),
+    "synthia_to_cs_bdd_map": ("cityscapes", "semantic", "synthia", ("cityscapes", "bdd100k", "mapillary")),
+    "cs_to_bdd_map_acdc": ("cityscapes", "semantic", "cityscapes", ("bdd100k", "mapillary", "acdc")),
+    "cs_to_acdc": ("cityscapes", "semantic", "cityscapes", ("acdc",)),
+}
 # the model outputs each task switches on, and the evaluator tasks of each node's task
 INFERENCE = {"instance": {"instance_on"}, "semantic": {"semantic_on"},
              "panoptic": {"instance_on", "semantic_on", "panoptic_on"}}  # fmt: skip
@@ -62,12 +77,17 @@ def test_all_expected_nodes_exist():
 def test_composed_node_follows_the_protocol(name):
     cfg = compose_train(f"dataset={name}", "output_dir=unused")
     node = cfg.dataset
-    family, task = name.rsplit("_", 1)
+    if name in CROSS_DATASET:
+        family, task, source, targets = CROSS_DATASET[name]
+    else:
+        family, task = name.rsplit("_", 1)
+        source, targets = family, (family,)
     assert REQUIRED <= set(node) and node.name == name and node.task == task
     assert "size_divisibility" not in node  # batch padding is the model's (model.size_divisibility)
     assert {k for k, v in node.inference.items() if v} == INFERENCE[task]
     assert list(node.evaluator.tasks) == EVAL_TASKS[task] and set(EVAL_TASKS[task]) <= set(TASKS)
-    assert all(n.startswith(f"mgf_{family}") for n in [*node.train, *node.test])
+    assert all(n.startswith(f"mgf_{source}") for n in node.train)
+    assert all(n.startswith(tuple(f"mgf_{t}" for t in targets)) for n in node.test)
     assert all("train" in n for n in node.train) and all("val" in n for n in node.test)
     # the dataset decides what the model predicts (configs/train.yaml copies it)
     assert (cfg.model.num_classes, cfg.model.num_queries) == (node.num_classes, node.num_queries)

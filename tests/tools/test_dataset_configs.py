@@ -23,6 +23,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
@@ -30,10 +31,13 @@ from omegaconf import OmegaConf
 
 from mgfusion.data.testing import (
     DATASET_FAMILY,
+    STREET_CONFIG_FAMILIES,
+    TINY_WRITERS,
     write_tiny_ade20k,
     write_tiny_cityscapes,
     write_tiny_coco,
 )
+from mgfusion.engine.evaluation import AVERAGE_KEY, evaluate, write_metrics_json
 from mgfusion.evaluation import ground_truth_outputs
 
 REPO = Path(__file__).resolve().parents[2]
@@ -45,9 +49,24 @@ SMOKE = ["solver=smoke_cpu", "runtime=smoke", "solver.max_iter=2", "device=cpu"]
 # the results each evaluator task writes (detectron2's result keys) and the headline metrics checked
 METRICS = {"instance": {"segm": ["AP"]}, "semantic": {"sem_seg": ["mIoU"]},
            "panoptic": {"panoptic_seg": ["PQ", "SQ", "RQ"], "segm": ["AP"], "sem_seg": ["mIoU"]}}  # fmt: skip
-# the two configs of the issue's reproduction stay in the fast selection; the other runs are marked slow
-FAST = {"cityscapes_instance", "coco_instance"}
+# the two configs of the issue's reproduction and the domain-generalisation protocol (one source, three test sets,
+# their average) stay in the fast selection; the other runs are marked slow
+FAST = {"cityscapes_instance", "coco_instance", "gta5_to_cs_bdd_map"}
 TEST_IMAGES = 2  # per split, in every tiny tree
+# test sets with more images: ACDC's four conditions together
+POOLED_IMAGES = {"mgf_acdc_sem_seg_val": 4 * TEST_IMAGES}
+# the raw street-scene trees written by mgfusion.data.testing (the others are written explicitly below)
+STREET_FAMILIES = sorted({f for families in STREET_CONFIG_FAMILIES.values() for f in families} - {"cityscapes"})
+
+
+def compose_dataset(name: str):
+    """The ``dataset`` node of configs/train.yaml composed with ``dataset=<name>`` and the small sizes."""
+    with initialize_config_dir(config_dir=str(REPO / "configs"), version_base=None):
+        return compose("train", overrides=[f"dataset={name}", *small_sizes(name), "output_dir=unused"]).dataset
+
+
+def expected_images(name: str) -> int:
+    return POOLED_IMAGES.get(name, TEST_IMAGES)
 
 
 def small_sizes(name: str) -> list[str]:
@@ -101,6 +120,8 @@ def datasets_root(tmp_path_factory) -> Path:
     write_tiny_coco(root, splits=["val"], num_images=TEST_IMAGES, seed=5, prepare=False)
     write_tiny_cityscapes(root, num_images=TEST_IMAGES, prepare=False)
     write_tiny_ade20k(root, num_images=TEST_IMAGES, prepare=False)
+    for family in STREET_FAMILIES:
+        TINY_WRITERS[family](root, num_images=TEST_IMAGES, prepare=False)
     for command in readme_commands():
         proc = subprocess.run([sys.executable, *command[1:]], check=False, cwd=REPO, env=env_with_root(root), capture_output=True,
                               text=True, timeout=300)  # fmt: skip
@@ -111,12 +132,18 @@ def datasets_root(tmp_path_factory) -> Path:
 def test_readme_preparation_commands_make_the_derived_files(datasets_root):
     scripts = {Path(c[1]).name for c in readme_commands()}
     assert {"prepare_coco_semantic_annos_from_panoptic.py", "prepare_cityscapes.py", "prepare_ade20k_sem_seg.py",
-            "prepare_ade20k_pan_ins_seg.py", "prepare_synthetic.py"} <= scripts  # fmt: skip
+            "prepare_ade20k_pan_ins_seg.py", "prepare_synthetic.py", "prepare_kitti360.py", "prepare_synthia.py",
+            "prepare_synscapes.py", "prepare_urbansyn.py", "prepare_gta5.py", "prepare_mapillary.py"} <= scripts  # fmt: skip
     derived = [
         "coco/panoptic_semseg_train2017", "coco/panoptic_semseg_val2017",
         "cityscapes/gtFine/cityscapes_panoptic_train.json", "cityscapes/gtFine/cityscapes_panoptic_val",
         "ADEChallengeData2016/annotations_detectron2/validation", "ADEChallengeData2016/ade20k_panoptic_val.json",
         "ADEChallengeData2016/ade20k_panoptic_train", "ADEChallengeData2016/ade20k_instance_val.json",
+        "KITTI-360/kitti360_instance_train.json", "KITTI-360/kitti360_instance_val.json",
+        "synthia/synthia_instance_train.json", "synthia/GT/LABELS/0000001_labelTrainIds.png",
+        "synscapes/synscapes_instance_train.json", "synscapes/img/class/2_labelTrainIds.png",
+        "urbansyn/urbansyn_instance_train.json", "urbansyn/ss/ss_0001_labelTrainIds.png",
+        "gta/labels/00002_labelTrainIds.png", "mapillary/cityscapes_trainIdLabel/val/label",
     ]  # fmt: skip
     for path in derived:
         assert (datasets_root / path).exists(), path
@@ -128,23 +155,29 @@ def test_readme_preparation_commands_make_the_derived_files(datasets_root):
     "name", [n if n in FAST else pytest.param(n, marks=pytest.mark.slow) for n in CONFIGS]
 )
 def test_config_trains_and_evaluates_through_train_net(datasets_root, tmp_path, name):
+    node = compose_dataset(name)
     out = tmp_path / "run"
     proc = run_train_net(datasets_root, tmp_path, f"dataset={name}", *MICRO, *SMOKE, *small_sizes(name),
                          f"output_dir={out}")  # fmt: skip
     assert proc.returncode == 0, tail(proc)
-    assert f"Start inference on {TEST_IMAGES} batches" in proc.stdout + proc.stderr  # the tiny val split
+    for test in node.test:  # the tiny val split of every test set
+        assert f"Start inference on {expected_images(test)} batches" in proc.stdout + proc.stderr, test
     final = json.loads((out / "final_metrics.json").read_text())
     assert final["iteration"] == 2
-    results = final["results"]
-    task = name.rsplit("_", 1)[1]
-    expected = METRICS[task]
-    assert set(results) == set(expected), results.keys()
-    for key, metrics in expected.items():
-        for metric in metrics:  # null = NaN: e.g. no thing prediction of the 2-iteration panoptic model
-            value = results[key][metric]
-            assert value is None or 0.0 <= value <= 100.0, (key, metric, value)
-    headline_key, headline = next(iter(expected.items()))
-    assert results[headline_key][headline[0]] is not None, results[headline_key]
+    expected = METRICS[node.task]
+    per_target = {node.test[0]: final["results"]} if len(node.test) == 1 else final["results"]
+    if len(node.test) > 1:  # one entry per test set and the average row, also as a table in the log
+        assert list(per_target) == [*node.test, AVERAGE_KEY]
+        assert per_target.pop(AVERAGE_KEY)["num_test_sets"] == len(node.test)
+        assert f"| average (mean of {len(node.test)} test sets)" in proc.stdout + proc.stderr
+    for results in per_target.values():
+        assert set(results) == set(expected), results.keys()
+        for key, metrics in expected.items():
+            for metric in metrics:  # null = NaN: e.g. no thing prediction of the 2-iteration panoptic model
+                value = results[key][metric]
+                assert value is None or 0.0 <= value <= 100.0, (key, metric, value)
+        headline_key, headline = next(iter(expected.items()))
+        assert results[headline_key][headline[0]] is not None, results[headline_key]
 
 
 @pytest.mark.slow
@@ -188,24 +221,68 @@ def test_missing_test_split_fails_before_training(datasets_root, tmp_path):
     assert "Starting training" not in proc.stdout + proc.stderr and not list(out.glob("*.pth"))
 
 
-@pytest.mark.parametrize("name", CONFIGS)
-def test_ground_truth_scores_perfectly_through_the_configured_evaluator(datasets_root, tmp_path, monkeypatch, name):
-    monkeypatch.chdir(tmp_path)  # the official Cityscapes scripts must not write into the working directory
-    with initialize_config_dir(config_dir=str(REPO / "configs"), version_base=None):
-        node = compose("train", overrides=[f"dataset={name}", *small_sizes(name), "output_dir=unused"]).dataset
+def register_node(node, datasets_root: Path, name: str) -> None:
     register = OmegaConf.to_container(node.register)
     register["root"] = str(datasets_root / "mgfusion_synthetic" if name.startswith("synthetic") else datasets_root)
     instantiate(register)
+
+
+@pytest.mark.parametrize("name", CONFIGS)
+def test_ground_truth_scores_perfectly_through_the_configured_evaluator(datasets_root, tmp_path, monkeypatch, name):
+    monkeypatch.chdir(tmp_path)  # the official Cityscapes scripts must not write into the working directory
+    node = compose_dataset(name)
+    register_node(node, datasets_root, name)
     tasks = list(node.evaluator.tasks)
-    test = node.test[0]
-    evaluator = instantiate(node.evaluator)(dataset_name=test, output_dir=str(tmp_path / "eval"))
-    evaluator.reset()
-    dicts = DatasetCatalog.get(test)
-    assert len(dicts) == TEST_IMAGES
-    for d in dicts:
-        evaluator.process([d], [ground_truth_outputs(d, MetadataCatalog.get(test), tasks)])
-    results = evaluator.evaluate()
-    assert set(results) == set(METRICS[node.task])
-    for key, metrics in METRICS[node.task].items():
-        for metric in metrics:
-            assert math.isclose(results[key][metric], 100.0, abs_tol=1e-6), (key, metric, results[key])
+    for train in node.train:  # the training sets load from the tree (their metadata matches the test sets')
+        assert len(DatasetCatalog.get(train)) >= 1
+        for key in ("thing_classes", "stuff_classes", "thing_dataset_id_to_contiguous_id"):
+            assert MetadataCatalog.get(train).get(key) == MetadataCatalog.get(node.test[0]).get(key), (train, key)
+    for test in node.test:
+        evaluator = instantiate(node.evaluator)(dataset_name=test, output_dir=str(tmp_path / "eval" / test))
+        evaluator.reset()
+        dicts = DatasetCatalog.get(test)
+        assert len(dicts) == expected_images(test)
+        for d in dicts:
+            evaluator.process([d], [ground_truth_outputs(d, MetadataCatalog.get(test), tasks)])
+        results = evaluator.evaluate()
+        assert set(results) == set(METRICS[node.task])
+        for key, metrics in METRICS[node.task].items():
+            for metric in metrics:
+                assert math.isclose(results[key][metric], 100.0, abs_tol=1e-6), (test, key, metric, results[key])
+
+
+class GroundTruthModel(torch.nn.Module):
+    """A stand-in model whose outputs are each input's ground truth (looked up by file name)."""
+
+    def __init__(self, test_sets: list[str], tasks: list[str]) -> None:
+        super().__init__()
+        self.lookup = {d["file_name"]: (d, MetadataCatalog.get(n)) for n in test_sets for d in DatasetCatalog.get(n)}
+        self.tasks = tasks
+
+    def forward(self, inputs: list[dict]) -> list[dict]:
+        return [ground_truth_outputs(*self.lookup[x["file_name"]], self.tasks) for x in inputs]
+
+
+@pytest.mark.parametrize("name", ["gta5_to_cs_bdd_map", "cs_to_bdd_map_acdc", "cs_to_acdc"])
+def test_multi_target_evaluation_reports_every_target_and_the_average(datasets_root, tmp_path, monkeypatch, caplog,
+                                                                       name):  # fmt: skip
+    """The engine's evaluation of a config with several test sets, on the real loaders, mappers and evaluators."""
+    monkeypatch.chdir(tmp_path)
+    node = compose_dataset(name)
+    assert len(node.test) > 1
+    register_node(node, datasets_root, name)
+    model = GroundTruthModel(list(node.test), list(node.evaluator.tasks))
+    with caplog.at_level("INFO", logger="mgfusion.engine.evaluation"):
+        results = evaluate(model, node, output_dir=str(tmp_path / "eval"))
+    assert list(results) == [*node.test, AVERAGE_KEY]
+    for test in node.test:
+        assert math.isclose(results[test]["sem_seg"]["mIoU"], 100.0, abs_tol=1e-6), test
+    average = results[AVERAGE_KEY]
+    assert math.isclose(average["sem_seg"]["mIoU"], 100.0, abs_tol=1e-6) and average["num_test_sets"] == len(node.test)
+    table = next(r.getMessage() for r in caplog.records if "Results per test set" in r.getMessage())
+    assert f"unweighted mean over the {len(node.test)} test sets of each one's mIoU" in table
+    rows = [line for line in table.splitlines() if line.startswith(("| mgf_", "| average"))]
+    assert len(rows) == len(node.test) + 1  # one row per target plus the average
+    write_metrics_json(str(tmp_path / "metrics.json"), results, iteration=0)
+    written = json.loads((tmp_path / "metrics.json").read_text())["results"]
+    assert written[AVERAGE_KEY]["sem_seg"]["mIoU"] == pytest.approx(100.0)
