@@ -53,8 +53,16 @@ def test_vitdet_neck_shapes_and_structure():
     out = neck([tokens], (80, 112))
     assert {s: tuple(v.shape[-2:]) for s, v in out.items()} == {4: (20, 28), 8: (10, 14), 16: (5, 7), 32: (3, 4)}
     assert all(v.shape[1] == 32 for v in out.values())
-    assert isinstance(neck.resample["4"][0], torch.nn.ConvTranspose2d)
-    assert isinstance(neck.resample["32"], torch.nn.MaxPool2d)
+    with torch.no_grad():  # ViTDet's samplers: identity at 16, 2x2 max-pool at 32, non-overlapping 2x2 deconvs below
+        torch.testing.assert_close(out[16], neck.output["16"](tokens))
+        torch.testing.assert_close(out[32], neck.output["32"](F.max_pool2d(tokens, 2, ceil_mode=True)))
+        poked = tokens.clone()
+        poked[0, :, 2, 3] += 1.0
+        for s, k in ((8, 2), (4, 4)):  # one token reaches exactly its own k x k block of the stride-s map
+            moved = (neck.resample[str(s)](poked) - neck.resample[str(s)](tokens)).abs().sum(1)[0] > 0
+            block = torch.zeros_like(moved)
+            block[2 * k: 3 * k, 3 * k: 4 * k] = True
+            assert torch.equal(moved, block), s
     # patch-14 tokens are resampled to the stride-16 grid first
     neck14 = build_neck("vitdet", in_channels=64, patch_size=14, out_channels=(8, 16, 24, 32))
     out14 = neck14([torch.randn(1, 64, 5, 7)], (70, 98))

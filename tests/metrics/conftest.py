@@ -70,3 +70,45 @@ def helpers():
         edge_features = staticmethod(edge_features)
 
     return H
+
+
+# ------------------------------------------------------------------------------------------ device comparisons
+#: ``(rtol, atol)`` of metric values computed on an accelerator against the same computation on the CPU (or against
+#: another accelerator computation whose kernels may differ, e.g. for another batch size). float32 kernels sum in a
+#: different order there; on the CPU, perturbing the features by 2e-7 (relative) and the images by 1e-7 moves EF by
+#: < 2e-5 and every other value by < 2e-6 on these tests' inputs, so these bounds leave a wide margin for round-off
+#: while any real device bug (a lost mask, a wrong dtype, a misplaced tensor) moves values by far more. SCS (and SC)
+#: pass through k-means, whose discrete choices (k-means++ candidates, the screened restart) round-off may tip.
+ACCELERATOR_TOLERANCE: dict[str, tuple[float, float]] = {"EF": (1e-3, 1e-2), "SCS": (0.0, 5e-3), "SC": (0.0, 5e-3)}
+ACCELERATOR_DEFAULT_TOLERANCE = (1e-3, 1e-4)
+
+
+def accelerator_tolerance(key: str) -> tuple[float, float]:
+    """``(rtol, atol)`` of metric ``key`` for comparisons involving an accelerator (see ACCELERATOR_TOLERANCE)."""
+    return ACCELERATOR_TOLERANCE.get(key, ACCELERATOR_DEFAULT_TOLERANCE)
+
+
+def assert_metrics_match(got: dict[str, torch.Tensor], want: dict[str, torch.Tensor], device: torch.device, *,
+                         cpu_tol: tuple[float, float] | None = None, what: str = "") -> None:
+    """``got`` and ``want`` (``{name: (B,) tensor}``) hold the same keys and values.
+
+    On the CPU the values must be bit-identical (``cpu_tol=None``) or within ``cpu_tol = (rtol, atol)``; on an
+    accelerator within :func:`accelerator_tolerance` (``want`` may live on the CPU).
+    """
+    assert set(got) == set(want), (what, sorted(set(got) ^ set(want)))
+    for key, value in want.items():
+        g, w = got[key], value.to(got[key].device)
+        if torch.device(device).type == "cpu":
+            if cpu_tol is None:
+                assert torch.equal(g, w), (what, key, g, w)
+            else:
+                torch.testing.assert_close(g, w, rtol=cpu_tol[0], atol=cpu_tol[1], msg=f"{what} {key}")
+        else:
+            rtol, atol = accelerator_tolerance(key)
+            torch.testing.assert_close(g, w, rtol=rtol, atol=atol, msg=f"{what} {key}")
+
+
+def same_partition(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """Two labellings ``(n,)`` group the points alike (equal up to renaming the clusters)."""
+    pairs = set(zip(a.tolist(), b.tolist()))
+    return len(pairs) == len(set(a.tolist())) == len(set(b.tolist()))

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import itertools
-import math
 
 import pytest
 import torch
@@ -11,6 +10,8 @@ import torch.nn.functional as F
 
 from mgfusion.metrics import METRIC_KEYS, compute_metrics, list_variants
 from mgfusion.metrics.precision import shift_radii
+
+from .conftest import accelerator_tolerance, assert_metrics_match
 
 VARIANTS = list_variants()
 
@@ -20,9 +21,9 @@ def _rand_image(h, w, seed=0):
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
-def test_constant_features_score_zero(variant):
-    img = _rand_image(256, 256)
-    for feat in (torch.zeros(1, 8, 32, 32), torch.full((1, 8, 32, 32), 3.7)):
+def test_constant_features_score_zero(variant, device):
+    img = _rand_image(256, 256).to(device)
+    for feat in (torch.zeros(1, 8, 32, 32, device=device), torch.full((1, 8, 32, 32), 3.7, device=device)):
         out = compute_metrics(feat, img, stride=8, variant=variant)
         assert out["SFC"].item() == 0.0 and out["SCS"].item() == 0.0 and out["SC"].item() == 0.0
         assert out["EF"].item() == 0.0
@@ -85,17 +86,23 @@ def test_corrected_sp_varies_with_sharpness(helpers):
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
-def test_invariances(variant, photos):
-    img = photos["coffee"]
+def test_invariances(variant, photos, device):
+    cpu_img = photos["coffee"]
     gen = torch.Generator().manual_seed(0)
-    base = F.interpolate(img.float() / 255, size=(25, 38), mode="area")
-    feat = torch.cat([base, F.avg_pool2d(torch.randn(1, 9, 25, 38, generator=gen), 3, 1, 1)], 1)
-    ref = compute_metrics(feat, img, stride=16, variant=variant)
+    base = F.interpolate(cpu_img.float() / 255, size=(25, 38), mode="area")
+    cpu_feat = torch.cat([base, F.avg_pool2d(torch.randn(1, 9, 25, 38, generator=gen), 3, 1, 1)], 1)
     perm = torch.randperm(12, generator=gen)
-    for name, other in {"rescale": 7.5 * feat, "permute": feat[:, perm], "negation (PCA sign flip)": -feat}.items():
+    feat, img = cpu_feat.to(device), cpu_img.to(device)
+    ref = compute_metrics(feat, img, stride=16, variant=variant)
+    for name, other in {"rescale": 7.5 * feat, "permute": feat[:, perm.to(device)],
+                        "negation (PCA sign flip)": -feat}.items():
         out = compute_metrics(other, img, stride=16, variant=variant)
         for key in METRIC_KEYS:
-            assert out[key].item() == pytest.approx(ref[key].item(), rel=1e-4, abs=1e-5), (name, key)
+            rel, abs_ = (1e-4, 1e-5) if device.type == "cpu" else accelerator_tolerance(key)
+            assert out[key].item() == pytest.approx(ref[key].item(), rel=rel, abs=abs_), (name, key)
+    if device.type != "cpu":
+        assert_metrics_match(ref, compute_metrics(cpu_feat, cpu_img, stride=16, variant=variant), device,
+                             what="vs CPU")
 
 
 def test_pca_sign_flip_leaves_edge_quantities_unchanged(photos):
@@ -117,38 +124,70 @@ def test_pca_sign_flip_leaves_edge_quantities_unchanged(photos):
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
-def test_degenerate_inputs_return_defined_values(variant):
-    one = compute_metrics(torch.randn(2, 5, 1, 1), _rand_image(32, 32).expand(2, -1, -1, -1), stride=32,
-                          variant=variant)
+def test_degenerate_inputs_return_defined_values(variant, device):
+    one = compute_metrics(torch.randn(2, 5, 1, 1).to(device), _rand_image(32, 32).expand(2, -1, -1, -1).to(device),
+                          stride=32, variant=variant)
     assert all(torch.isfinite(v).all() for v in one.values())
-    assert torch.equal(one["SFC"], torch.zeros(2)) and torch.equal(one["SCS"], torch.zeros(2))
-    assert torch.equal(one["EF"], torch.zeros(2))
-    uniform = torch.full((1, 3, 128, 128), 128, dtype=torch.uint8)
-    out = compute_metrics(torch.randn(1, 6, 16, 16), uniform, stride=8, variant=variant)
+    zeros = torch.zeros(2, device=device)
+    assert torch.equal(one["SFC"], zeros) and torch.equal(one["SCS"], zeros) and torch.equal(one["EF"], zeros)
+    uniform = torch.full((1, 3, 128, 128), 128, dtype=torch.uint8, device=device)
+    out = compute_metrics(torch.randn(1, 6, 16, 16).to(device), uniform, stride=8, variant=variant)
     assert all(torch.isfinite(v).all() for v in out.values())
     assert out["EF"].item() == 0.0
     assert out["EF_lift"].item() == 1.0  # no image edges: nothing to align to, reported at chance
 
 
-def test_nonfinite_features_raise_or_are_zeroed():
+def test_nonfinite_features_raise_or_are_zeroed(device):
     feat = torch.randn(3, 4, 16, 16)
     feat[1, 2, 3, 4] = float("nan")
     feat[2, 0, 0, 0] = float("inf")
-    img = _rand_image(128, 128).expand(3, -1, -1, -1)
+    clean = feat.clone()
+    clean[1, 2, 3, 4] = 0.0
+    clean[2, 0, 0, 0] = 0.0
+    feat, clean = feat.to(device), clean.to(device)
+    img = _rand_image(128, 128).expand(3, -1, -1, -1).to(device)
     with pytest.raises(ValueError, match=r"NaN/Inf.*\[1, 2\]"):
         compute_metrics(feat, img, stride=8)
     out = compute_metrics(feat, img, stride=8, nonfinite="zero")
     assert all(torch.isfinite(v).all() for v in out.values())
-    clean = feat.clone()
-    clean[1, 2, 3, 4] = 0.0
-    clean[2, 0, 0, 0] = 0.0
-    assert torch.equal(out["EF"], compute_metrics(clean, img, stride=8)["EF"])
+    assert_metrics_match(out, compute_metrics(clean, img, stride=8), device, what="non-finite entries zeroed")
 
 
-def test_reference_ec_nc_ordering_and_ranges(photos):
-    img = photos["astronaut"]
-    feat = torch.randn(1, 16, 32, 32, generator=torch.Generator().manual_seed(0))
-    out = compute_metrics(feat, img, stride=16, variant="reference", parts=("EF",))
-    assert 0.0 <= out["NC"].item() <= out["EC"].item() <= 1.0  # ring is part of the outer region
-    assert 0.0 <= out["EF"].item() <= 100.0
-    assert math.isclose(out["EF"].item(), 100 * (out["EC"] * out["NC"] * out["FC"] * out["SP"]).item(), rel_tol=1e-5)
+def _one_centerline_case():
+    """15x15 map, V = rows/cols 1..13, image centerline = column 7 of V; four strong feature-edge pixels in row 5 at
+    Chebyshev distance d = 0, 2, 3, 5 from it with energies 4, 2, 1, 3, and one weak pixel (d = 6, energy 5)."""
+    energy = torch.zeros(1, 15, 15)
+    strong = torch.zeros(1, 15, 15, dtype=torch.bool)
+    for col, e in ((7, 4.0), (9, 2.0), (10, 1.0), (12, 3.0)):
+        energy[0, 5, col] = e
+        strong[0, 5, col] = True
+    energy[0, 9, 1] = 5.0
+    centre = torch.zeros(1, 15, 15, dtype=torch.bool)
+    centre[0, 1:14, 7] = True
+    return energy, strong, centre
+
+
+@pytest.mark.parametrize("rule,want", [
+    # outer O = cols 3..11 (d <= 4), core K = cols 5..9 (d <= 2), ring = O \ K; strong energy T = 10.
+    # EC = 1 - far share = 1 - 3/10, NC = ring share = 1/10; chances = area shares of O (9 of 13 columns) and of the
+    # ring (4 of 13); EC_lift uses the energy share inside O (7/10).
+    ("reference", {"EC": 0.7, "NC": 0.1, "EC_chance": 9 / 13, "NC_chance": 4 / 13,
+                   "EC_lift": 0.7 / (9 / 13), "NC_lift": 0.1 / (4 / 13)}),
+    # all energy in V counts (T = 15, the weak pixel too): EC = core share 6/15, NC = ring share 1/15; chances =
+    # area shares of K (5 of 13 columns) and of the ring (4 of 13).
+    ("paper", {"EC": 6 / 15, "NC": 1 / 15, "EC_chance": 5 / 13, "NC_chance": 4 / 13,
+               "EC_lift": (6 / 15) / (5 / 13), "NC_lift": (1 / 15) / (4 / 13)}),
+    # kernels k_r(d) = max(0, 1 - d / (r + 1)): k_2 = 1, 1/3, 0, 0 and k_4 = 1, 3/5, 2/5, 0 at d = 0, 2, 3, 5;
+    # shares (4 + 2/3) / 10 and (4 + 6/5 + 2/5) / 10; chances = mean kernel over V's columns (d = |col - 7|):
+    # k_2 -> (1 + 2 (2/3 + 1/3)) / 13 = 3/13, k_4 -> (1 + 2 (4 + 3 + 2 + 1) / 5) / 13 = 5/13;
+    # EC, NC = (share - chance) / (1 - chance).
+    ("corrected", {"EC": (14 / 30 - 3 / 13) / (10 / 13), "NC": (0.56 - 5 / 13) / (8 / 13), "EC_chance": 3 / 13,
+                   "NC_chance": 5 / 13, "EC_lift": (14 / 30) / (3 / 13), "NC_lift": 0.56 / (5 / 13)}),
+])
+def test_concentration_rules_on_a_hand_built_edge(rule, want):
+    from mgfusion.metrics.concentration import edge_concentration
+
+    energy, strong, centre = _one_centerline_case()
+    got = edge_concentration(rule, energy, strong, centre, border=1, r1=2, r2=4)
+    for key, value in want.items():
+        assert got[key].item() == pytest.approx(value, rel=1e-6), key

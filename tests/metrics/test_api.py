@@ -15,6 +15,8 @@ from mgfusion.metrics import (
     list_variants,
 )
 
+from .conftest import assert_metrics_match
+
 EXTRA_KEYS = ("EC_chance", "NC_chance", "EC_lift", "NC_lift", "EF_lift", "SP_len")
 
 
@@ -30,8 +32,9 @@ def _batch(photos, stride=16, n=3, channels=12):
 
 
 @pytest.mark.parametrize("variant", list_variants())
-def test_output_contract_and_determinism(photos, variant):
-    feats, imgs = _batch(photos)
+def test_output_contract_and_determinism(photos, variant, device):
+    cpu_feats, cpu_imgs = _batch(photos)
+    feats, imgs = cpu_feats.to(device), cpu_imgs.to(device)
     out = compute_metrics(feats, imgs, stride=16, variant=variant)
     assert set(METRIC_KEYS + EXTRA_KEYS) <= set(out)
     for key, val in out.items():
@@ -39,19 +42,20 @@ def test_output_contract_and_determinism(photos, variant):
         assert torch.isfinite(val).all(), key
     assert ((out["SC"] - torch.sqrt(out["SFC"] * out["SCS"])).abs() < 1e-6).all()
     assert (out["EF"] * 100).round().ne(out["EF"] * 100).any()  # values are not rounded
-    again = compute_metrics(feats, imgs, stride=16, variant=variant)
-    assert all(torch.equal(out[k], again[k]) for k in out)
+    assert_metrics_match(compute_metrics(feats, imgs, stride=16, variant=variant), out, device, what="repeat")
+    if device.type != "cpu":  # the accelerator computes what the CPU computes
+        assert_metrics_match(out, compute_metrics(cpu_feats, cpu_imgs, stride=16, variant=variant), device,
+                             what="vs CPU")
 
 
-def test_independent_of_batch_composition_and_order(photos):
-    feats, imgs = _batch(photos)
+def test_independent_of_batch_composition_and_order(photos, device):
+    feats, imgs = (t.to(device) for t in _batch(photos))
     full = compute_metrics(feats, imgs, stride=16, variant="corrected")
-    order = torch.tensor([2, 0])
+    order = torch.tensor([2, 0], device=device)
     part = compute_metrics(feats[order], imgs[order], stride=16, variant="corrected")
     single = compute_metrics(feats[1:2], imgs[1:2], stride=16, variant="corrected")
-    for key in full:
-        assert torch.equal(part[key], full[key][order]), key
-        assert torch.equal(single[key], full[key][1:2]), key
+    assert_metrics_match(part, {k: v[order] for k, v in full.items()}, device, what="subset, reordered")
+    assert_metrics_match(single, {k: v[1:2] for k, v in full.items()}, device, what="single image")
 
 
 def test_seed_changes_only_the_stochastic_scs(photos):
@@ -78,62 +82,66 @@ def _padded_case(photos):
     return canvas, feats, small, f_small
 
 
-def test_valid_hw_excludes_padding(photos):
-    canvas, feats, small, f_small = _padded_case(photos)
+def test_valid_hw_excludes_padding(photos, device):
+    canvas, feats, small, f_small = (t.to(device) for t in _padded_case(photos))
     got = compute_metrics(feats, canvas, stride=8, variant="corrected", valid_hw=[(192, 296), (256, 320)])
     alone = compute_metrics(f_small, small, stride=8, variant="corrected")
     whole = compute_metrics(feats[1:], canvas[1:], stride=8, variant="corrected")
     naive = compute_metrics(feats, canvas, stride=8, variant="corrected")
-    for key in got:
-        assert torch.allclose(got[key][:1], alone[key], rtol=1e-5, atol=1e-6), key
-        assert torch.allclose(got[key][1:], whole[key], rtol=1e-5, atol=1e-6), key
-    assert not torch.allclose(naive["SFC"][:1], alone["SFC"])  # without valid_hw the padding counts
+    tol = (1e-5, 1e-6)
+    assert_metrics_match({k: v[:1] for k, v in got.items()}, alone, device, cpu_tol=tol, what="padded image")
+    assert_metrics_match({k: v[1:] for k, v in got.items()}, whole, device, cpu_tol=tol, what="full image")
+    assert (naive["SFC"][0] - alone["SFC"][0]).abs() > 0.01  # without valid_hw the padding counts
 
 
-def test_list_of_variable_size_images(photos):
-    canvas, feats, small, _ = _padded_case(photos)
+def test_list_of_variable_size_images(photos, device):
+    canvas, feats, small, _ = (t.to(device) for t in _padded_case(photos))
     as_list = compute_metrics(feats, [small[0], canvas[1]], stride=8, variant="reference", parts=("EF",))
     explicit = compute_metrics(feats, canvas, stride=8, variant="reference", parts=("EF",),
-                               valid_hw=torch.tensor([[192, 296], [256, 320]]))
-    for key in as_list:
-        assert torch.allclose(as_list[key], explicit[key], rtol=1e-5, atol=1e-6), key
+                               valid_hw=torch.tensor([[192, 296], [256, 320]], device=device))
+    assert_metrics_match(as_list, explicit, device, cpu_tol=(1e-5, 1e-6))
 
 
-def test_pyramid_matches_per_level_calls(photos):
-    photo = photos["coffee"][..., :384, :576]
+def test_pyramid_matches_per_level_calls(photos, device):
+    photo = photos["coffee"][..., :384, :576].to(device)
     gen = torch.Generator().manual_seed(0)
-    pyramid = {s: torch.randn(1, 8, 384 // s, 576 // s, generator=gen) for s in (16, 32)}
+    pyramid = {s: torch.randn(1, 8, 384 // s, 576 // s, generator=gen).to(device) for s in (16, 32)}
     got = compute_pyramid_metrics(pyramid, photo, variant="paper")
     assert list(got) == [16, 32]
     for s, f in pyramid.items():
-        want = compute_metrics(f, photo, stride=s, variant="paper")
-        assert all(torch.equal(got[s][k], want[k]) for k in want), s
+        assert_metrics_match(got[s], compute_metrics(f, photo, stride=s, variant="paper"), device, what=f"stride {s}")
     suite = MetricSuite(variant="paper")
-    assert all(torch.equal(suite.pyramid(pyramid, photo)[16][k], got[16][k]) for k in got[16])
+    assert_metrics_match(suite.pyramid(pyramid, photo)[16], got[16], device, what="MetricSuite")
     assert "paper" in repr(suite)
 
 
-def test_parts_images_and_dtypes(photos):
-    feats, imgs = _batch(photos, n=2)
+def test_parts_images_and_dtypes(photos, device):
+    feats, imgs = (t.to(device) for t in _batch(photos, n=2))
     sc_only = compute_metrics(feats, None, stride=16, parts=("SC",))
     assert set(sc_only) == {"SFC", "SCS", "SC"}
     ef_only = compute_metrics(feats, imgs, stride=16, parts=["EF"])
     assert "EF" in ef_only and "SFC" not in ef_only
     as_float = compute_metrics(feats, imgs.float() / 255.0, stride=16, parts=["EF"], image_range=1.0)
-    assert all(torch.equal(ef_only[k], as_float[k]) for k in ef_only)
-    with torch.autocast("cpu", dtype=torch.bfloat16):
+    assert_metrics_match(as_float, ef_only, device, what="float image")
+    with torch.autocast(device.type, dtype=torch.bfloat16):  # the caller's autocast is switched off inside
         under_autocast = compute_metrics(feats, imgs, stride=16, parts=["EF"])
-    assert all(torch.equal(ef_only[k], under_autocast[k]) for k in ef_only)
+    assert_metrics_match(under_autocast, ef_only, device, what="autocast")
     bf16 = compute_metrics(feats.to(torch.bfloat16), imgs, stride=16)
-    assert all(v.dtype == torch.float32 and torch.isfinite(v).all() for v in bf16.values())
+    assert all(v.dtype == torch.float32 and v.device == feats.device and torch.isfinite(v).all()
+               for v in bf16.values())
+    # bfloat16 features are the float32 ones rounded to 8 mantissa bits, computed in float32: values move by < 1e-3
+    full = compute_metrics(feats, imgs, stride=16)
+    for key in full:
+        torch.testing.assert_close(bf16[key], full[key], rtol=0.01, atol=0.01, msg=key)
 
 
-def test_chunking_does_not_change_results(photos, monkeypatch):
-    feats, imgs = _batch(photos)
+def test_chunking_does_not_change_results(photos, monkeypatch, device):
+    feats, imgs = (t.to(device) for t in _batch(photos))
     full = compute_metrics(feats, imgs, stride=16, variant="corrected")
-    monkeypatch.setattr(api, "_CHUNK_ELEMENTS", feats[0].numel())  # one image per chunk
+    for name in ("_CHUNK_ELEMENTS", "_CHUNK_ELEMENTS_ACCELERATOR"):  # the CPU's budget and the accelerators'
+        monkeypatch.setattr(api, name, feats[0].numel())  # one image per chunk
     chunked = compute_metrics(feats, imgs, stride=16, variant="corrected")
-    assert all(torch.allclose(full[k], chunked[k], rtol=1e-6, atol=1e-7) for k in full)
+    assert_metrics_match(chunked, full, device, cpu_tol=(1e-6, 1e-7))
 
 
 @pytest.mark.parametrize("kwargs,match", [

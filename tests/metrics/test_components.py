@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import ast
+import dataclasses
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -21,18 +24,71 @@ from mgfusion.metrics.silhouette import (
 from mgfusion.metrics.spectrum import frequency_content
 from mgfusion.metrics.structure import median_of_valid, sfc_grid_shape
 
+from .conftest import same_partition
 
-def test_defaults_are_spec_table_9():
-    cfg = MetricConfig()
-    assert (cfg.sfc_grid, cfg.sfc_intra_floor, cfg.scs_pca_dims, cfg.scs_ks) == (16, 1e-6, 32, (6, 8, 10))
-    assert (cfg.scs_samples, cfg.scs_sil_samples, cfg.scs_n_init) == (4096, 2000, 10)
-    assert (cfg.q_img, cfg.q_feat, cfg.border, cfg.r1, cfg.outer_radius) == (0.1, 0.1, 1, 2, 4)
-    assert (cfg.fc_cut, cfg.fc_clip, cfg.sp_tau, cfg.sp_num_radii, cfg.sp_rmax_frac) == (0.15, 8.0, 0.5, 16, 0.6)
-    assert (cfg.sp_kappa, cfg.ef_scale, cfg.sp_highpass) == (64.0, 100.0, 3)
+DOCS = Path(__file__).resolve().parents[2] / "docs" / "metrics.md"
+
+
+def _doc_value(text: str):
+    """A value as the hyperparameter table writes it: `name` strings, F/T booleans, Python literals."""
+    text = text.replace("**", "").strip()
+    if text.startswith("None"):  # "None -> max(2 r1, 3) = 4"
+        return None
+    if text.startswith("`") and text.endswith("`"):
+        return text.strip("`")
+    if text in ("F", "T"):
+        return text == "T"
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text
+
+
+def _hyperparameter_table() -> dict[str, tuple[str, str]]:
+    """``{field: (default cell, reference / paper / corrected cell)}`` of docs/metrics.md's hyperparameter table."""
+    lines = DOCS.read_text().splitlines()
+    start = lines.index("| field | symbol | default | meaning | reference / paper / corrected |")
+    rows = {}
+    for line in lines[start + 2:]:
+        if not line.startswith("|"):
+            break
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        name = cells[0].strip("`")
+        assert name not in rows, f"docs/metrics.md lists {name} twice"
+        rows[name] = (cells[2], cells[4])
+    return rows
+
+
+def test_docs_table_states_every_default_and_variant_switch():
+    """docs/metrics.md's hyperparameter table is the documentation of MetricConfig: one row per field, with the
+    code's default and the value each registered variant resolves to (bold = differs from the default)."""
+    table = _hyperparameter_table()
+    fields = {f.name: f.default for f in dataclasses.fields(MetricConfig)}
+    missing, unknown = sorted(set(fields) - set(table)), sorted(set(table) - set(fields))
+    assert not missing and not unknown, f"docs/metrics.md's table: missing fields {missing}, unknown {unknown}"
+    variants = {v: resolve_config(v) for v in list_variants()}
+    for name, (default_cell, variant_cell) in table.items():
+        assert _doc_value(default_cell) == fields[name], (name, default_cell, fields[name])
+        if variant_cell == "same":
+            cells = [default_cell] * len(variants)
+        else:
+            cells = [c.strip() for c in variant_cell.split(" / ")]
+        assert len(cells) == len(variants), (name, variant_cell)
+        for (variant, cfg), cell in zip(variants.items(), cells):
+            value = _doc_value(cell)
+            assert getattr(cfg, name) == value, (name, variant, cell)
+            assert ("**" in cell) == (value != fields[name]), f"{name}: bold marks the non-default values ({cell})"
+
+
+def test_resolve_config_derives_and_normalises():
+    assert resolve_config("reference").outer_radius == 4
     assert resolve_config("reference", {"r1": 3}).outer_radius == 6  # r2 = max(2 r1, 3) unless given
+    assert resolve_config("reference", {"r1": 3, "r2": 5}).outer_radius == 5
+    assert resolve_config("corrected", {"scs_ks": [4, 5]}).scs_ks == (4, 5)
     assert list_variants() == ["reference", "paper", "corrected"]
     assert sorted(CONCENTRATION_RULES) == sorted(CHOICES["concentration"])
-    assert resolve_config("corrected", {"scs_ks": [4, 5]}).scs_ks == (4, 5)
+    with pytest.raises(ValueError, match=r"r2=1 must be >= r1=2"):
+        resolve_config("reference", {"r2": 1})
 
 
 def test_top_fraction_selects_exactly_and_breaks_ties_by_index():
@@ -63,7 +119,7 @@ def test_rfft_band_share_equals_full_spectrum(hw, grid):
     assert frequency_content(x, grid=grid).item() == pytest.approx(want.item(), rel=1e-5)
 
 
-def test_silhouette_matches_sklearn():
+def test_silhouette_matches_sklearn(device):
     from sklearn.metrics import silhouette_score
 
     gen = torch.Generator().manual_seed(0)
@@ -72,7 +128,10 @@ def test_silhouette_matches_sklearn():
     labels = torch.randint(0, 4, (2, 2, 300), generator=gen)
     labels[0, 0, :100] = 0
     labels[0, 0, 100:] = torch.randint(1, 4, (200,), generator=gen)
-    got = silhouette_from_masks(pts, labels, torch.ones_like(labels, dtype=torch.bool), 4)
+    got = silhouette_from_masks(pts.to(device), labels.to(device), torch.ones_like(labels, dtype=torch.bool,
+                                                                                  device=device), 4)
+    assert got.device.type == device.type
+    got = got.cpu()
     for g in range(2):
         for j in range(2):
             want = silhouette_score(pts[g].double().numpy(), labels[g, j].numpy())
@@ -100,19 +159,25 @@ def test_valid_clusterings_and_median():
     assert median_of_valid(vals, ok).tolist() == pytest.approx([0.3, 0.3, 0.0])  # numpy: mean of middle two
 
 
-def test_kmeans_recovers_blobs_and_is_batch_independent():
+def test_kmeans_recovers_blobs_and_is_batch_independent(device):
     gen = torch.Generator().manual_seed(0)
     centres = 6.0 * torch.randn(2, 6, 8, generator=gen)
     truth = torch.randint(0, 6, (2, 600), generator=gen)
-    pts = torch.stack([centres[g][truth[g]] for g in range(2)]) + 0.2 * torch.randn(2, 600, 8, generator=gen)
+    cpu_pts = torch.stack([centres[g][truth[g]] for g in range(2)]) + 0.2 * torch.randn(2, 600, 8, generator=gen)
+    pts = cpu_pts.to(device)
     labels = kmeans_labels(pts, (6, 4), seed=0)
-    assert labels.shape == (2, 2, 600) and labels.dtype == torch.int64
+    assert labels.shape == (2, 2, 600) and labels.dtype == torch.int64 and labels.device == pts.device
+    labels = labels.cpu()
     for g in range(2):
-        pairs = {(int(a), int(b)) for a, b in zip(truth[g], labels[g, 0])}
-        assert len(pairs) == 6  # a bijection between true and found clusters
-        assert labels[g, 1].max() <= 3
-    alone = kmeans_labels(pts[1:], (6, 4), seed=0)
-    assert torch.equal(alone[0], labels[1])
+        assert same_partition(truth[g], labels[g, 0])  # a bijection between true and found clusters
+        assert set(labels[g, 1].tolist()) == {0, 1, 2, 3}
+    alone = kmeans_labels(pts[1:], (6, 4), seed=0).cpu()
+    if device.type == "cpu":
+        assert torch.equal(alone[0], labels[1])
+    else:  # other batch sizes may run other kernels: the same clustering, cluster ids aside
+        assert all(same_partition(alone[0, j], labels[1, j]) for j in range(2))
+        on_cpu = kmeans_labels(cpu_pts, (6, 4), seed=0)
+        assert all(same_partition(on_cpu[g, j], labels[g, j]) for g in range(2) for j in range(2))
 
 
 def test_sfc_cells_at_least_min_cell():

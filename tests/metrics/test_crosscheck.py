@@ -230,13 +230,21 @@ def _inputs(photo, h, w, seed):
     return feat, img.expand(2, -1, -1, -1)
 
 
+_PLAIN: dict[tuple, dict[str, float]] = {}  # plain results per (variant, size, stride, image): shared by the devices
+
+
 @pytest.mark.parametrize("variant", ["reference", "paper", "corrected"])
 @pytest.mark.parametrize("hw,stride", [((24, 40), 16), ((17, 23), 32)])
-def test_variant_matches_plain_implementation(photos, variant, hw, stride):
+def test_variant_matches_plain_implementation(photos, variant, hw, stride, device):
     feat, imgs = _inputs(photos["astronaut"], *hw, seed=hw[0])
-    got = compute_metrics(feat, imgs, stride=stride, variant=variant, parts=("EF", "SC"))
+    got = compute_metrics(feat.to(device), imgs.to(device), stride=stride, variant=variant, parts=("EF", "SC"))
+    assert all(v.device.type == device.type for v in got.values())
+    got = {k: v.cpu() for k, v in got.items()}
     for b in range(2):
-        want = plain_metrics(feat[b].double().numpy(), imgs[b].double().numpy() / 255.0, variant, stride)
+        case = (variant, hw, stride, b)
+        if case not in _PLAIN:
+            _PLAIN[case] = plain_metrics(feat[b].double().numpy(), imgs[b].double().numpy() / 255.0, variant, stride)
+        want = _PLAIN[case]
         for key, val in want.items():
             assert got[key][b].item() == pytest.approx(val, rel=2e-4, abs=2e-5), (variant, b, key)
         assert got["EF_lift"][b].item() == pytest.approx(want["EC_lift"] * want["NC_lift"], rel=1e-3)

@@ -57,9 +57,23 @@ def ours(arrays):
     return out
 
 
-def test_fixture_provenance():
-    assert META["source"]["commit"].startswith("d90aea9")
-    assert len(CASES) >= 10 and (FIXTURES / "README.md").is_file()
+def test_fixture_arrays_match_their_description(arrays):
+    """Every case's arrays exist with the shapes its JSON entry states, the maps cover the feature grid, the image
+    covers it at the case's stride, and nothing is stored that no case uses."""
+    assert META["source"]["commit"].startswith("d90aea9") and (FIXTURES / "README.md").is_file()
+    used = set()
+    for name in CASES:
+        case = META["cases"][name]
+        c, h, w = case["features_shape"]
+        image = f"images/{case['image']}"
+        assert arrays[f"{name}/features"].shape == (c, h, w), name
+        assert arrays[image].shape == tuple(case["image_shape"]) and arrays[image].dtype == np.uint8, name
+        h0, w0 = case["image_shape"][:2]
+        assert (-(-h0 // case["stride"]), -(-w0 // case["stride"])) == (h, w), name  # ceil(H0 / stride)
+        for key in ("pca_map", "strong_edges", "centerlines"):
+            assert arrays[f"{name}/{key}"].shape == (h, w), (name, key)
+        used |= {f"{name}/{k}" for k in ("features", "pca_map", "strong_edges", "centerlines")} | {image}
+    assert sorted(arrays) == sorted(used)
 
 
 @pytest.mark.parametrize("name", CASES)

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import itertools
+import math
+
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -50,14 +54,60 @@ def test_downsample_labels_majority_and_padding():
     assert grid.tolist() == [[[1, 2, 2], [255, 4, 4]]]  # padding and 255 never win the vote
 
 
-def test_spearman_reproduces_table7_and_ef_gain():
-    rho, p = spearman([0.75, 0.68, 0.56], [0.46, 0.36, 0.09])  # SC vs SC_gt, Table 7
-    assert rho == pytest.approx(1.0) and p == pytest.approx(0.0)
-    # EF vs AP gain per OS (docs/metrics.md, supervised counterparts)
-    rho, p = spearman([6.21, 8.82, 17.89, 13.32], [2.8, 7.7, 11.1, 4.9])
+def _spearman_by_definition(x, y) -> tuple[float, float]:
+    """rho = Pearson correlation of the average ranks (ties share their mean rank); two-sided p from Student's t
+    with n - 2 degrees of freedom."""
+    from scipy.stats import rankdata
+    from scipy.stats import t as student_t
+
+    rx, ry = rankdata(x), rankdata(y)  # "average" ranks
+    rho = float(np.corrcoef(rx, ry)[0, 1])
+    n = len(rx)
+    if abs(rho) == 1.0:
+        return rho, 0.0
+    t_stat = rho * math.sqrt((n - 2) / (1.0 - rho * rho))
+    return rho, float(2 * student_t.sf(abs(t_stat), n - 2))
+
+
+def _exact_permutation_p(x, y) -> float:
+    """Two-sided exact p of rho: the share of all orderings of y whose |rho| reaches the observed one (no ties)."""
+    rho = _spearman_by_definition(x, y)[0]
+    rhos = [_spearman_by_definition(x, perm)[0] for perm in itertools.permutations(y)]
+    return sum(abs(r) >= abs(rho) - 1e-12 for r in rhos) / len(rhos)
+
+
+@pytest.mark.parametrize("n", [5, 12, 40])
+def test_spearman_equals_its_definition_with_ties(n):
+    rng = np.random.default_rng(n)
+    x = rng.integers(0, 4, n).astype(float)  # many ties
+    y = x + rng.integers(-2, 3, n)  # correlated, with ties of its own
+    rho, p = spearman(x.tolist(), torch.from_numpy(y))  # lists and tensors alike
+    want_rho, want_p = _spearman_by_definition(x, y)
+    assert rho == pytest.approx(want_rho, abs=1e-12) and p == pytest.approx(want_p, rel=1e-9, abs=1e-15)
+    assert spearman(x, -y)[0] == pytest.approx(-rho, abs=1e-12)  # reversed ranking
+    assert spearman(np.exp(x), y) == pytest.approx((rho, p))  # ranks only: any increasing map of x
+
+
+def test_spearman_p_is_the_t_approximation_as_in_the_paper():
+    """The paper's EF per stride vs the AP gain of injecting SAM2 there (docs/metrics.md, supervised counterparts):
+    rho = 0.8 and p = 0.2 for n = 4 is Student's t approximation (scipy's convention); the exact permutation p of
+    the same data is 1/3 (8 of the 24 orderings reach |rho| >= 0.8)."""
+    ef, ap_gain = [6.21, 8.82, 17.89, 13.32], [2.8, 7.7, 11.1, 4.9]
+    rho, p = spearman(ef, ap_gain)
     assert rho == pytest.approx(0.8) and p == pytest.approx(0.2)
-    with pytest.raises(ValueError, match=">= 3 values"):
+    assert _exact_permutation_p(ef, ap_gain) == pytest.approx(1 / 3)
+    # a perfect ranking of n = 3 (the paper's Table 7 SC vs SC_gt): rho = 1 and p = 0 under the approximation
+    assert spearman([0.75, 0.68, 0.56], [0.46, 0.36, 0.09]) == (pytest.approx(1.0), pytest.approx(0.0))
+    assert _exact_permutation_p([0.75, 0.68, 0.56], [0.46, 0.36, 0.09]) == pytest.approx(1 / 3)
+
+
+def test_spearman_rejects_what_it_cannot_rank():
+    with pytest.raises(ValueError, match=r">= 3 values, got 2 and 2"):
         spearman([1, 2], [2, 1])
+    with pytest.raises(ValueError, match=r"equally long sequences of >= 3 values, got 4 and 3"):
+        spearman([1, 2, 3, 4], [1, 2, 3])
+    with pytest.raises(ValueError, match="undefined for a constant sequence"):
+        spearman([1, 2, 3], [5, 5, 5])
 
 
 def test_aggregate_reference_rounds_per_image_then_mean():
@@ -92,7 +142,8 @@ def test_pca_map_is_the_first_component_in_unit_range():
     base = torch.linspace(0, 1, 12).view(1, 1, 1, 12).expand(2, 1, 10, 12)
     feats = torch.cat([3 * base, -2 * base, 0.01 * torch.randn(2, 1, 10, 12)], dim=1)
     m = pca_map(feats)
-    assert m.shape == (2, 10, 12) and m.min() >= 0 and m.max() <= 1
+    assert m.shape == (2, 10, 12)
+    assert m.flatten(1).amin(1).tolist() == [0.0, 0.0] and m.flatten(1).amax(1).tolist() == [1.0, 1.0]  # min-max
     corr = torch.corrcoef(torch.stack([m[0].flatten(), base[0, 0].flatten()]))[0, 1]
     assert corr.abs() > 0.95, "the map follows the dominant (ramp) component, up to sign"
     assert torch.equal(pca_map(torch.ones(1, 4, 5, 5)), torch.zeros(1, 5, 5))

@@ -7,7 +7,12 @@ import math
 import torch
 from detectron2.structures import BitMasks
 
-from mgfusion.modeling import instance_inference, masks_to_boxes, panoptic_inference, semantic_inference
+from mgfusion.modeling import (
+    instance_inference,
+    masks_to_boxes,
+    panoptic_inference,
+    semantic_inference,
+)
 
 
 def class_logits(probabilities):
