@@ -111,12 +111,12 @@ def real_folders(tmp_path_factory):
     choice, and the master-only run: 2 training iterations each, micro encoders, synthetic data."""
     tmp = tmp_path_factory.mktemp("e2e")
     env = {"DETECTRON2_DATASETS": str(tmp / "datasets")}
-    res = _cli([REPO / "tools" / "profile_encoders.py", "-m", "dataset=synthetic_val,synthetic_train",
+    res = _cli([REPO / "tools" / "profile_encoders.py", "-m", "dataset=mgf_synthetic_val,mgf_synthetic_train",
                 "metric_hparams.sfc_grid=8,16", f"encoders=[{','.join(MICRO)}]", "resolution=[128,128]",
                 "max_images=4", "batch_size=4", "num_workers=0", "device=cpu", "cost=false", "progress=false",
                 "num_pca_images=0", f"output_dir={tmp / 'profiles'}"], cwd=tmp, env=env)
     assert res.returncode == 0, res.stdout[-3000:]
-    profile = _profile_job(tmp / "profiles", "synthetic_val", 16)
+    profile = _profile_job(tmp / "profiles", "mgf_synthetic_val", 16)
     ef_choice = argmax_stride(load_profile(profile).means("sam2_hiera_micro", "EF"))
     strides = sorted({ef_choice, 8 if ef_choice != 8 else 16})
     common = ["model=mask2former_tiny", "dataset=synthetic_instance", "solver=smoke_cpu", "runtime=smoke",
@@ -154,13 +154,13 @@ def test_end_to_end_on_folders_written_by_the_tools(real_folders, capsys):
     # the whole profile sweep mixes two image sets: refused; the jobs of one dataset: analysed
     assert tool.main(["sensitivity", str(tmp / "profiles")]) == 2
     assert "differ in images" in capsys.readouterr().err
-    val8 = _profile_job(tmp / "profiles", "synthetic_val", 8)
+    val8 = _profile_job(tmp / "profiles", "mgf_synthetic_val", 8)
     assert tool.main(["sensitivity", str(profile), str(val8), "--out", str(out)]) == 0
     text = capsys.readouterr().out
     assert f"Baseline (default setting): `{profile}`" in text and "| sfc_grid=8 |" in text
 
-    train16 = _profile_job(tmp / "profiles", "synthetic_train", 16)
+    train16 = _profile_job(tmp / "profiles", "mgf_synthetic_train", 16)
     assert tool.main(["cross-dataset", str(profile), str(train16), "--out", str(out)]) == 0
     text = capsys.readouterr().out
-    assert "(dataset synthetic_val, 4 images)" in text and "(dataset synthetic_train, 4 images)" in text
+    assert "(dataset mgf_synthetic_val, 4 images)" in text and "(dataset mgf_synthetic_train, 4 images)" in text
     assert len({p.name for p in out.iterdir()}) == 15

@@ -38,7 +38,7 @@ def test_missing_dataset_is_reported_before_the_model_is_built(tmp_path):
     out = tmp_path / "run"
     done = _cli(tmp_path, "backbone=fusion_micro_d3s2", "model=mask2former_tiny", "dataset=cityscapes_instance",
                 "solver=smoke_cpu", "runtime=smoke", "device=cpu", f"output_dir={out}", env=env)
-    _refused(done, rf"error: Dataset 'cityscapes_fine_instance_seg_train' expects .*'{re.escape(str(root))}.*"
+    _refused(done, rf"error: Dataset 'mgf_cityscapes_fine_instance_seg_train' expects .*'{re.escape(str(root))}.*"
                    r"DETECTRON2_DATASETS")
     assert "thing_dataset_id_to_contiguous_id" not in done.stderr
     assert not (out / "config.yaml").exists() and not (out / "log.txt").exists()  # nothing of the run was written
