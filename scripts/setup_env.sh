@@ -32,7 +32,7 @@ if "$PY" -c "import torch, torchvision" 2>/dev/null; then
     step "torch $("$PY" -c 'import torch; print(torch.__version__)') already installed"
 else
     # torch 2.14.1 + torchvision 0.29.1 are the pair that works with PyPI's torchvision on these machines
-    # (torch 2.13.0 fails with 'operator torchvision::nms does not exist'); see ../shared/STACK.md.
+    # (torch 2.13.0 fails with 'operator torchvision::nms does not exist'); see docs/install.md.
     step "installing torch==2.14.1 torchvision==0.29.1"
     "${PIP[@]}" install torch==2.14.1 torchvision==0.29.1
 fi

@@ -4,7 +4,7 @@ Every operator is an ``nn.Module`` built as ``Op(master_channels, aux_channels)`
 ``forward(master: (B, Cm, H, W), aux: (B, Ca, h, w)) -> (B, Cm, H, W)`` keeps the master's channels and grid, so the
 fused pyramid has the master's shape.
 
-* ``replace`` — the paper's eq. 9 exactly as SPEC §5.3: parameter-free; cast to the master's dtype, bilinear resize
+* ``replace`` — the paper's eq. 9 exactly as docs/fusion.md (eq. 9) states: parameter-free; cast to the master's dtype, bilinear resize
   (align_corners=False) to the master's grid, channel matching (even subsampling ``floor(i*Ca/Cm)`` when
   ``Ca >= Cm``; otherwise append ``Cm - Ca`` copies of the per-pixel channel mean). The master map is discarded.
 * ``add`` (extension) — ``master + gamma * GN(conv1x1(aux))`` with a zero-initialised per-channel ``gamma``.
@@ -58,7 +58,7 @@ def resize_to(x: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
 
 
 def match_channels(x: torch.Tensor, channels: int) -> torch.Tensor:
-    """SPEC §5.3 channel matching of (B, Ca, H, W) to ``channels``: even subsampling, or per-pixel-mean padding."""
+    """Channel matching (docs/fusion.md, eq. 9) of (B, Ca, H, W) to ``channels``: even subsampling, or per-pixel-mean padding."""
     ca = x.shape[1]
     if ca == channels:
         return x
@@ -90,7 +90,7 @@ class InjectionOperator(nn.Module):
 
 @register_injection("replace")
 class ReplaceInjection(InjectionOperator):
-    """The paper's replacement (SPEC §5.3): parameter-free resize + channel matching; the master map is dropped."""
+    """The paper's replacement (docs/fusion.md, eq. 9): parameter-free resize + channel matching; the master map is dropped."""
 
     def forward(self, master: torch.Tensor, aux: torch.Tensor) -> torch.Tensor:
         aux = resize_to(aux.to(master.dtype), tuple(master.shape[-2:]))

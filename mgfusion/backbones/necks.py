@@ -4,12 +4,12 @@ All necks take a list of token maps ``tokens[i]: (B, D, h, w)`` (one per output 
 levels), the trunk's patch size, and the padded input size ``(Hp, Wp)``, and return ``{stride: (B, C_s, ceil(Hp/s),
 ceil(Wp/s))}``.
 
-* ``paper``  (SPEC §5.1): nearest resize of the token grid to each stride's grid + per-level 1x1 conv (with bias) to
+* ``paper``  (docs/fusion.md, the encoders' pyramids): nearest resize of the token grid to each stride's grid + per-level 1x1 conv (with bias) to
   ``out_channels`` (default 128/256/512/1024). No deconvolution, no pooling.
 * ``vitdet`` (ViTDet's simple feature pyramid): from the stride-16 map, deconv x2 (+LN+GELU) x2 for stride 4, deconv x2
   for stride 8, identity for 16, max-pool 2 for 32; then per level 1x1 conv + LN + 3x3 conv + LN to ``out_channels``.
-* ``raw``: nearest resize only, no parameters (``D`` channels at every level); the projection-free mode SPEC §3.7 asks
-  for when profiling a ViT's own features.
+* ``raw``: nearest resize only, no parameters (``D`` channels at every level); the projection-free mode for profiling
+  a ViT's own features (docs/metrics.md, which features are measured).
 """
 
 from __future__ import annotations
@@ -100,7 +100,7 @@ class RawPyramidNeck(PyramidNeck):
 
 @register_neck("paper")
 class PaperPyramidNeck(PyramidNeck):
-    """SPEC §5.1: nearest resize of the token grid to each stride + per-level 1x1 conv (with bias)."""
+    """The paper's neck (docs/fusion.md): nearest resize of the token grid to each stride + per-level 1x1 conv (with bias)."""
 
     def __init__(
         self,

@@ -120,7 +120,7 @@ def _convert_samvit(ckpt: Mapping[str, object], model: nn.Module) -> StateDict:
 
 def _convert_sam2(ckpt: Mapping[str, object], model: nn.Module) -> StateDict:
     # Official SAM2 files nest the trunk under image_encoder.trunk.; timm's filter only strips a prefix it is given
-    # (its pretrained_cfg_overlay path passes an empty one, which is why that path fails, see STACK.md).
+    # (its pretrained_cfg_overlay path passes an empty one, which is why that path fails, see docs/install.md, encoder weights offline).
     from timm.models.hieradet_sam2 import checkpoint_filter_fn
 
     sd = dict(_unwrap(ckpt))

@@ -36,7 +36,7 @@ IGNORE = 255
 
 
 def load_png(path: str, dtype=np.uint8) -> np.ndarray:
-    """SemSegEvaluator loader that works with numpy 2 (see STACK.md)."""
+    """SemSegEvaluator loader that works with numpy 2 (docs/install.md, breakages and workarounds)."""
     with open(path, "rb") as f:
         return np.asarray(Image.open(f), dtype=dtype)
 
