@@ -1,8 +1,8 @@
 """Dataset-level aggregation of per-image metric values (docs/metrics.md, aggregation).
 
 ``reference`` reproduces the authors' ``mean_metrics_per_stage``: every per-image value is rounded to 2 decimals
-first (docs/differences.md, B8: tiny EF values become 0), the mean of the rounded values is rounded to 2 decimals again. The other
-variants report the plain mean, the population std and the count of the unrounded values.
+first (docs/differences.md, B8: tiny EF values become 0), the mean of the rounded values is rounded to 2 decimals
+again. The other variants report the plain mean, the population std and the count of the unrounded values.
 """
 
 from __future__ import annotations

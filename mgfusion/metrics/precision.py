@@ -1,8 +1,8 @@
 """Spatial Precision SP (docs/metrics.md, SP): how fast the high-passed L2 map decorrelates under shifts.
 
 The channel-L2 map minus its 3x3 box mean (``sp_pad="zero"``: zero padding counted in the mean, the reference's
-bug B1 of docs/differences.md, which makes the border dominate; ``"replicate"``: replicate padding) is z-scored. For each radius r of the
-log-spaced list (docs/metrics.md, SP) the normalised cross-correlation between the map and its copy shifted by r along
+bug B1 of docs/differences.md, which makes the border dominate; ``"replicate"``: replicate padding) is z-scored.
+For each radius r of the log-spaced list (docs/metrics.md, SP) the normalised cross-correlation between the map and its copy shifted by r along
 each of the 4 unique directions (x, y and both diagonals; opposite shifts give identical values) is computed over
 the overlap only (in float64, from the overlap's product sum and integral-image sums) and averaged. The length
 is the first radius whose mean NCC falls below ``tau`` (the last radius if none); with ``interpolate`` the
