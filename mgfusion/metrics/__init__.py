@@ -66,7 +66,7 @@ from mgfusion.metrics.aggregate import aggregate
 from mgfusion.metrics.api import METRIC_KEYS, PARTS, MetricSuite, compute_metrics, compute_pyramid_metrics
 from mgfusion.metrics.config import VARIANTS, MetricConfig, list_variants, resolve_config
 from mgfusion.metrics.pca import pca_map
-from mgfusion.metrics.supervised import sc_gt, spearman
+from mgfusion.metrics.supervised import ef_gt, sc_gt, spearman
 
 __all__ = [
     "pca_map",
@@ -81,5 +81,6 @@ __all__ = [
     "resolve_config",
     "aggregate",
     "sc_gt",
+    "ef_gt",
     "spearman",
 ]

@@ -27,6 +27,17 @@ BASE = {"encoders": ["dinov3_micro16"], "output_dir": "out", "images": "imgs"}
     ("weights", {"dinov3_vitb61": "x.pth"}, r"weights\.dinov3_vitb61 names an encoder that is not profiled"),
     ("imports", "my_mod", r"imports='my_mod' is invalid: give a list of module names"),
     ("fresh", "yes", r"fresh='yes' is invalid: expected true or false"),
+    ("encoders", ["student@runs/x"], (r"encoders entry 'student@runs/x' is invalid: expected a registered encoder "
+                                      r"name .*PART = master \| auxiliary")),
+    ("encoders", ["master@"], r"encoders entry 'master@' is invalid"),
+    ("controls", {"nosie": True}, r"unknown controls key\(s\) \['nosie'\]; valid: noise, pixels, random_init"),
+    ("controls", {"alpha": 1.5}, r"controls.alpha=1.5 is invalid: expected a significance level in \(0, 1\)"),
+    ("controls", {"random_init": "yes"}, r"controls.random_init='yes' is invalid: expected true or false"),
+    ("controls", {"noise_channels": [8, 8]}, r"controls.noise_channels=\[8,8\] is invalid: expected auto"),
+    ("num_processes", 0, r"num_processes=0 is invalid: expected an integer >= 1 \(processes that share the images"),
+    ("dist_url", "localhost:1", r"dist_url='localhost:1' is invalid: expected auto or tcp://HOST:PORT"),
+    ("cost_models", "run", r"cost_models='run' is invalid: give a list of training run folders"),
+    ("cost_model_resolution", [1024], r"cost_model_resolution=\[1024\] is invalid: expected \[H,W\]"),
 ])
 def test_invalid_values_name_the_key(key, value, match):
     with pytest.raises(ProfileConfigError, match=match):
@@ -37,6 +48,9 @@ def test_valid_forms_and_unknown_keys():
     for res in (None, 512, [64, 96]):
         assert ProfileSettings.from_mapping({**BASE, "resolution": res}).resolution == res
     assert ProfileSettings.from_mapping({**BASE, "max_images": None}).max_images is None
+    s = ProfileSettings.from_mapping({**BASE, "controls": {"random_init": True},
+                                      "encoders": ["dinov3_micro16", "master@runs/a=1", "auxiliary@runs/a=1/m.pth"]})
+    assert s.control("random_init") is True and s.control("noise") is True and s.control("noise_channels") == "auto"
     with pytest.raises(ProfileConfigError, match=r"unknown profile settings \['max_imgs'\]"):
         ProfileSettings.from_mapping({**BASE, "max_imgs": 3})
     with pytest.raises(ProfileConfigError, match="weights.dinov3_micro16=a.pth and encoder_overrides.dinov3_micro16."
