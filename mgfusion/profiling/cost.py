@@ -210,9 +210,19 @@ def model_cost_markdown(rows: Sequence[Mapping[str, Any]]) -> str:
 
 
 def write_model_cost(model: nn.Module, output_dir: str | os.PathLike, image_hw: Sequence[int] = (1024, 2048)
-                     ) -> dict[str, Any]:
-    """Write ``model_cost.json`` and ``model_cost.md`` (:func:`model_cost` at ``image_hw``) into ``output_dir``."""
-    cost = {"model": type(getattr(model, "module", model)).__name__, **model_cost(model, image_hw)}
+                     ) -> dict[str, Any] | None:
+    """Write ``model_cost.json`` and ``model_cost.md`` (:func:`model_cost` at ``image_hw``, default the paper's
+    1024x2048 Cityscapes input) into a training run's ``output_dir``; returns the cost.
+
+    Models without the Mask2Former parts (e.g. a test model) get no file and None (logged), so a training run can
+    always call this.
+    """
+    inner = getattr(model, "module", model)
+    if not all(isinstance(getattr(inner, p, None), nn.Module) for p in MODEL_PARTS):
+        logger.info("model_cost: %s has no %s submodules; no model_cost.json written", type(inner).__name__,
+                    "/".join(MODEL_PARTS))
+        return None
+    cost = {"model": type(inner).__name__, **model_cost(inner, image_hw)}
     atomic_write_text(os.path.join(output_dir, "model_cost.json"), json.dumps(cost, indent=2) + "\n")
     atomic_write_text(os.path.join(output_dir, "model_cost.md"), model_cost_markdown([cost]))
     return cost
@@ -220,12 +230,16 @@ def write_model_cost(model: nn.Module, output_dir: str | os.PathLike, image_hw: 
 
 def model_costs(configs: Sequence[str], image_hw: Sequence[int]) -> list[dict[str, Any]]:
     """:func:`model_cost` of the model of each training config (a run folder holding ``config.yaml``, or a config
-    file), built on the CPU with random weights by ``mgfusion.engine.build.build_model``."""
-    from omegaconf import OmegaConf
+    file), built on the CPU with random weights by ``mgfusion.engine.build.build_model``.
+
+    Only the counted forward matters, so the encoders' weight files are not loaded and the model is built for
+    semantic outputs (instance / panoptic post-processing needs the dataset's registered metadata and is not
+    counted anyway).
+    """
+    from omegaconf import OmegaConf, open_dict
 
     # the training model builder, imported only when asked (profiling does not otherwise depend on the engine)
     from mgfusion.engine.build import build_model
-    from mgfusion.engine.data import register_datasets
 
     rows = []
     for cfg_path in configs:
@@ -234,13 +248,12 @@ def model_costs(configs: Sequence[str], image_hw: Sequence[int]) -> list[dict[st
             raise FileNotFoundError(f"cost_models entry {cfg_path}: {path} not found (give a training run folder or "
                                     "its config.yaml)")
         cfg = OmegaConf.load(path)
-        register_datasets(cfg.dataset)  # the model reads its dataset's metadata (thing classes)
-        backbone = cfg.backbone
-        for part in ("master", "auxiliary"):  # weights do not change the cost; do not require the files
-            if part in backbone and "weights" in backbone[part]:
-                backbone[part].weights = None
-        if "weights" in backbone and "name" in backbone:
-            backbone.weights = None
+        with open_dict(cfg):
+            backbone = cfg.backbone
+            for node in [backbone[p] for p in ("master", "auxiliary") if p in backbone] + [backbone]:
+                if "weights" in node:
+                    node.weights = None
+            cfg.model.semantic_on, cfg.model.instance_on, cfg.model.panoptic_on = True, False, False
         model = build_model(cfg, torch.device("cpu"))
         rows.append({"model": os.path.abspath(cfg_path), **model_cost(model, image_hw)})
         del model

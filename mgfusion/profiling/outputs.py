@@ -69,22 +69,23 @@ class ProfileReport:
             if items:
                 atomic_write_text(self.out / name, "".join(f"{k}\t{v}\n" for k, v in sorted(items.items())))
 
-    def write(self, records: Iterable[Mapping[str, Any]], *, image_ids: Sequence[str], failures: Mapping[str, str],
+    def write(self, records: Callable[[], Iterable[Mapping[str, Any]]], *, image_ids: Sequence[str],
+              failures: Mapping[str, str],
               skipped: Mapping[str, str], timing: Mapping[str, Any], pca_entries: Sequence[Mapping[str, Any]],
               cost: Callable[[Mapping[str, Any] | None], list[dict[str, Any]]] | None = None,
               model_cost: Sequence[Mapping[str, Any]] | None = None) -> dict[str, Any]:
         """Write every output file and print the table; returns the ``summary.json`` payload (+ ``files``).
 
         Args:
-            records: the stored per-image records (other images and rows are ignored).
+            records: returns a fresh iterator over the stored per-image records each call (read several times,
+                never held in memory whole; other images and rows are ignored).
             image_ids: the images that count (profiled in this or an earlier run, not failed or skipped).
             cost: builds the encoder cost rows given the recommendation dict (or None); omitted = no cost table.
             model_cost: :func:`~mgfusion.profiling.cost.model_cost` rows of whole segmentation models.
         """
-        records = list(records)
         enc_names, ctl_names = [e.name for e in self.encoders], [e.name for e in self.controls]
-        summary = report.summarize(records, encoders=enc_names, image_ids=image_ids, variant=self.variant)
-        controls = report.summarize(records, encoders=ctl_names, image_ids=image_ids, variant=self.variant)
+        summary = report.summarize(records(), encoders=enc_names, image_ids=image_ids, variant=self.variant)
+        controls = report.summarize(records(), encoders=ctl_names, image_ids=image_ids, variant=self.variant)
         described = {e.name: e.description for e in self.entries}
         files = report.write_tables(self.out, summary, weights=described, controls=controls)
         report.plot_sc_ef(summary, self.out / "plots" / "sc_ef_vs_stride.png", controls=controls,
@@ -112,7 +113,7 @@ class ProfileReport:
             atomic_write_text(self.out / "before_after.md", before_after_markdown(table))
             atomic_write_text(self.out / "before_after.csv", before_after_csv(table))
         rq4 = rq4_report(summary)
-        ef = ef_gt_report(records, encoders=enc_names, image_ids=image_ids)
+        ef = ef_gt_report(records(), encoders=enc_names, image_ids=image_ids)
         if rq4 or ef:
             payload["supervised"] = {**(rq4 or {}), **({"ef_vs_ef_gt": _str_keys(ef)} if ef else {})}
             atomic_write_text(self.out / "supervised_rq4.md", rq4_markdown(rq4, ef))
@@ -148,14 +149,14 @@ class ProfileReport:
         write_fusion_config(self.out / "recommended_fusion.yaml", rec,
                             weights={n: e.weights for n, e in registered.items()})
 
-    def _control_verdicts(self, records: Sequence[Mapping[str, Any]], image_ids: Sequence[str],
+    def _control_verdicts(self, records: Callable[[], Iterable[Mapping[str, Any]]], image_ids: Sequence[str],
                           summary: report.Summary, payload: dict[str, Any]) -> None:
         """Compare every encoder row with the controls; the verdict at the recommended (or best-EF) stride."""
         names = {e.name for e in self.controls}
         if not names:
             return
         against = {e.name: [c for c in (NOISE, PIXELS, random_init_name(e.name)) if c in names] for e in self.encoders}
-        values = per_image_values(records, rows=[e.name for e in self.entries], image_ids=image_ids)
+        values = per_image_values(records(), rows=[e.name for e in self.entries], image_ids=image_ids)
         rows = compare_with_controls(values, encoders=list(against), controls=against, alpha=self.alpha)
         payload["control_comparisons"] = rows
         atomic_write_text(self.out / "controls.md", _controls_markdown(rows, self.alpha))

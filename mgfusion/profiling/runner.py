@@ -165,7 +165,7 @@ class Profiler:
                     f"max_aspect_ratio={self.s.max_aspect_ratio:g})")
             cost = self._cost_table(stages) if self.s.cost else None
             models = self._model_costs() if self.s.cost else None
-            return report.write(store.records(), image_ids=ids, failures=failures, skipped=skipped, timing=timing,
+            return report.write(store.records, image_ids=ids, failures=failures, skipped=skipped, timing=timing,
                                 pca_entries=pca.entries([e.name for e in self.encoder_rows]), cost=cost,
                                 model_cost=models)
 

@@ -62,10 +62,12 @@ def ef_gt_report(records: Iterable[Mapping[str, Any]], *, encoders: Sequence[str
     out: dict[int, dict[str, Any]] = {}
     for enc in encoders:
         for s, m in values.get(enc, {}).items():
-            ids = sorted(set(m.get("EF", {})) & set(m.get("EF_gt", {})))
-            if not ids:
+            if "EF" not in m or "EF_gt" not in m:
                 continue
-            pairs = [(m["EF"][i], m["EF_gt"][i]) for i in ids]
+            both = np.isfinite(m["EF"]) & np.isfinite(m["EF_gt"])
+            pairs = list(zip(m["EF"][both].tolist(), m["EF_gt"][both].tolist()))
+            if not pairs:
+                continue
             entry = out.setdefault(s, {"per_encoder": {}, "pairs": []})
             entry["per_encoder"][enc] = {"EF": float(np.mean([a for a, _ in pairs])),
                                          "EF_gt": float(np.mean([b for _, b in pairs])), **_spearman(pairs)}

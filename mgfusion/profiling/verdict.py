@@ -19,7 +19,6 @@ Per-image values are the stored, unrounded ones (the reference variant's table r
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -29,55 +28,56 @@ EXCEEDS, NOT_EXCEEDS, TOO_FEW = "exceeds", "does not exceed", "too few images"
 #: metrics compared with the controls
 VERDICT_METRICS = ("EF", "SC")
 
-# {row: {stride: {metric: {image_id: value}}}}
-PerImage = dict[str, dict[int, dict[str, dict[str, float]]]]
+# {row: {stride: {metric: (N,) float64 array over the profile's images, NaN where missing}}}
+PerImage = dict[str, dict[int, dict[str, np.ndarray]]]
 
 
 def per_image_values(records: Iterable[Mapping[str, Any]], *, rows: Sequence[str], image_ids: Sequence[str],
                      metrics: Sequence[str] = VERDICT_METRICS) -> PerImage:
-    """``{row: {stride: {metric: {image_id: value}}}}`` of the finite stored values of ``rows`` and ``image_ids``."""
-    wanted, names = set(image_ids), set(rows)
+    """``{row: {stride: {metric: (N,) array}}}`` of the stored values of ``rows``, aligned with ``image_ids``
+    (NaN where a value is missing or not finite); 8 bytes per value, so large profiles fit in memory."""
+    position = {iid: i for i, iid in enumerate(image_ids)}
+    names = set(rows)
     out: PerImage = {r: {} for r in rows}
     for rec in records:
-        if rec["encoder"] not in names or rec["image_id"] not in wanted:
+        i = position.get(rec["image_id"])
+        if rec["encoder"] not in names or i is None:
             continue
         for s, m in rec["metrics"].items():
             per = out[rec["encoder"]].setdefault(int(s), {})
             for key in metrics:
                 v = m.get(key)
-                if v is not None and math.isfinite(v):
-                    per.setdefault(key, {})[rec["image_id"]] = float(v)
+                if v is not None:
+                    per.setdefault(key, np.full(len(position), np.nan))[i] = float(v)
     return out
 
 
-def paired_comparison(encoder: Mapping[str, float], control: Mapping[str, float], *, alpha: float = 0.05
-                      ) -> dict[str, Any]:
-    """Compare per-image values ``{image_id: value}`` of an encoder with a control (rules: module docstring).
+def paired_comparison(encoder: np.ndarray, control: np.ndarray, *, alpha: float = 0.05) -> dict[str, Any]:
+    """Compare per-image values of an encoder with a control (aligned arrays, NaN = missing; rules: module doc).
 
     Returns ``{"n", "wins", "losses", "ties", "mean_encoder", "mean_control", "mean_difference", "sign_p",
     "wilcoxon_p", "verdict"}`` (p-values None when undefined, e.g. no untied pair).
     """
     from scipy.stats import binomtest, wilcoxon
 
-    ids = sorted(set(encoder) & set(control))
-    a = np.array([encoder[i] for i in ids], dtype=float)
-    b = np.array([control[i] for i in ids], dtype=float)
+    a, b = np.asarray(encoder, dtype=float), np.asarray(control, dtype=float)
+    both = np.isfinite(a) & np.isfinite(b)
+    a, b = a[both], b[both]
     d = a - b
+    n = int(both.sum())
     wins, losses = int((d > 0).sum()), int((d < 0).sum())
     untied = wins + losses
     sign_p = float(binomtest(wins, untied, 0.5, alternative="greater").pvalue) if untied else None
-    wilcoxon_p = None
-    if untied:
-        wilcoxon_p = float(wilcoxon(d[d != 0], alternative="greater").pvalue)
+    wilcoxon_p = float(wilcoxon(d[d != 0], alternative="greater").pvalue) if untied else None
     if untied == 0 or 0.5 ** untied >= alpha:
         verdict = TOO_FEW
     elif wins > losses and sign_p < alpha:
         verdict = EXCEEDS
     else:
         verdict = NOT_EXCEEDS
-    return {"n": len(ids), "wins": wins, "losses": losses, "ties": len(ids) - untied,
-            "mean_encoder": float(a.mean()) if ids else None, "mean_control": float(b.mean()) if ids else None,
-            "mean_difference": float(d.mean()) if ids else None, "sign_p": sign_p, "wilcoxon_p": wilcoxon_p,
+    return {"n": n, "wins": wins, "losses": losses, "ties": n - untied,
+            "mean_encoder": float(a.mean()) if n else None, "mean_control": float(b.mean()) if n else None,
+            "mean_difference": float(d.mean()) if n else None, "sign_p": sign_p, "wilcoxon_p": wilcoxon_p,
             "verdict": verdict}
 
 
@@ -93,10 +93,10 @@ def compare_with_controls(values: PerImage, *, encoders: Sequence[str], controls
     for enc in encoders:
         for s in sorted(values.get(enc, {})):
             for metric in metrics:
-                mine = values[enc][s].get(metric, {})
+                mine = values[enc][s].get(metric)
                 for ctl in controls.get(enc, []):
-                    theirs = values.get(ctl, {}).get(s, {}).get(metric, {})
-                    if mine and theirs:
+                    theirs = values.get(ctl, {}).get(s, {}).get(metric)
+                    if mine is not None and theirs is not None:
                         rows.append({"encoder": enc, "stride": s, "metric": metric, "control": ctl,
                                      **paired_comparison(mine, theirs, alpha=alpha)})
     return rows

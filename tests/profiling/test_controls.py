@@ -130,13 +130,13 @@ def test_ground_truth_features_score_highest_ef_gt_and_pass_the_controls(synthet
         records += encoder(batch, keep).records
     rows = ["labels", "shifted1", "shifted2", "control:noise", "control:pixels", "micro"]
     values = per_image_values(records, rows=rows, image_ids=ids, metrics=("EF_gt", "EF_gt_lift"))
-    mean = {r: {s: float(np.mean(list(values[r][s]["EF_gt"].values()))) for s in strides} for r in rows}
+    mean = {r: {s: float(np.nanmean(values[r][s]["EF_gt"])) for s in strides} for r in rows}
     for s in strides:
         assert mean["labels"][s] > 90.0
         assert mean["labels"][s] > max(mean[r][s] for r in ("shifted1", "shifted2", "control:noise")) + 50.0, mean
         assert mean["shifted1"][s] > mean["shifted2"][s] - 5.0, "shifting further does not bring them back"
         assert min(mean["control:pixels"][s], mean["micro"][s]) > 85.0, "colour-driven features align here too"
-        lift = np.mean(list(values["control:noise"][s]["EF_gt_lift"].values()))
+        lift = np.nanmean(values["control:noise"][s]["EF_gt_lift"])
         assert lift == pytest.approx(1.0, abs=0.15), "noise edges fall on the boundaries as often as chance says"
     assert mean["control:noise"][4] < 3.0
     verdicts = compare_with_controls(values, encoders=["labels"], metrics=("EF_gt",),
@@ -151,16 +151,17 @@ def test_ground_truth_features_score_highest_ef_gt_and_pass_the_controls(synthet
 
 
 def test_paired_comparison_verdicts():
-    enc = {str(i): 1.0 + i for i in range(8)}
-    low = {str(i): float(i) for i in range(8)}
+    enc = np.arange(8.0) + 1.0
+    low = np.arange(8.0)
     r = paired_comparison(enc, low)
     assert (r["wins"], r["losses"], r["n"], r["verdict"]) == (8, 0, 8, EXCEEDS)
     assert r["sign_p"] == pytest.approx(0.5 ** 8) and r["wilcoxon_p"] < 0.01
-    assert paired_comparison({k: enc[k] for k in "0123"}, low)["verdict"] == TOO_FEW, "4 pairs: p >= 1/16"
+    four = np.where(np.arange(8) < 4, enc, np.nan)  # images without a value are left out of the pairs
+    assert paired_comparison(four, low)["n"] == 4 and paired_comparison(four, low)["verdict"] == TOO_FEW
     assert paired_comparison(low, enc)["verdict"] == NOT_EXCEEDS
     tied = paired_comparison(enc, enc)
     assert tied["ties"] == 8 and tied["sign_p"] is None and tied["verdict"] == TOO_FEW
-    mixed = {str(i): float(i) + (1.0 if i < 5 else -1.0) for i in range(8)}  # 5 wins, 3 losses
+    mixed = low + np.where(np.arange(8) < 5, 1.0, -1.0)  # 5 wins, 3 losses
     r = paired_comparison(mixed, low)
     assert (r["wins"], r["losses"], r["verdict"]) == (5, 3, NOT_EXCEEDS) and r["sign_p"] == pytest.approx(93 / 256)
     line = warnings_for([{**r, "encoder": "e", "stride": 8, "metric": "EF", "control": "control:noise"}],

@@ -86,6 +86,9 @@ def test_model_cost_of_the_demo_segmentation_model(tmp_path):
     assert "| MaskFormer | 128x256 |" in (tmp_path / "model_cost.md").read_text()
     with pytest.raises(TypeError, match="lacks \\['pixel_decoder', 'transformer_decoder'\\]"):
         model_cost(_only_backbone(), (32, 32))
+    other = tmp_path / "other"
+    other.mkdir()
+    assert write_model_cost(_only_backbone(), other) is None and not list(other.iterdir()), "no file, no crash"
 
 
 def _only_backbone() -> nn.Module:

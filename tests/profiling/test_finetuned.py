@@ -72,7 +72,7 @@ def test_tool_writes_before_after_table_and_fingerprints_the_checkpoint(demo_run
     out = tmp_path / "ft"
     args = [f"images={tiny_images}", f"encoders=[master@{demo_run},auxiliary@{demo_run}]", f"output_dir={out}",
             "resolution=[64,64]", "num_workers=0", "device=cpu", "cost_repeats=1", "progress=false",
-            "num_pca_images=1", "variant=corrected"]
+            "num_pca_images=1", "variant=corrected", "controls.random_init=true"]
     res = profile_cli(args)
     assert res.returncode == 0, res.stdout
     assert f"before/after fine-tuning: {out / 'before_after.md'}" in res.stdout
@@ -88,6 +88,12 @@ def test_tool_writes_before_after_table_and_fingerprints_the_checkpoint(demo_run
     assert "the run kept this encoder frozen" in md and "iteration 1" in md
     summary = json.loads((out / "summary.json").read_text())
     assert set(summary["before_after"]) == {f"master@{name}", f"auxiliary@{name}"}
+    # random-init controls of every row whose weights are not random already (not the master's random "before")
+    assert set(summary["controls"]) == {"control:noise", "control:pixels", f"control:random_init[master@{name}]",
+                                        f"control:random_init[auxiliary@{name}]",
+                                        f"control:random_init[auxiliary@{name}:initial]"}
+    against = {(c["encoder"], c["control"]) for c in summary["control_comparisons"]}
+    assert (f"master@{name}", f"control:random_init[master@{name}]") in against
     fp = json.loads((out / "fingerprint.json").read_text())["compared"]["encoders"][f"master@{name}"]
     assert fp["weights"]["kind"] == "checkpoint" and fp["weights"]["prefix"] == "backbone.encoder.master."
     assert fp["build"]["node"]["name"] == "dinov3_micro16" and len(fp["weights"]["head_tail_sha256"]) == 64

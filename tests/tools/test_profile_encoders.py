@@ -187,12 +187,18 @@ def test_cli_overrides_compose(tmp_path):
             "max_images=3", "resolution=[64,96]", "device=cpu", "variant=corrected",
             # the README's syntax: new keys in the open maps
             "weights.dinov3_vitb16=ckpt/dinov3_vitb16_pretrain_lvd1689m-73cec8be.pth",
-            "encoder_overrides.dinov3_vitb16.neck=raw", "metric_hparams.r1=1", "imports=[my_pkg.my_encoders]"])
+            "encoder_overrides.dinov3_vitb16.neck=raw", "metric_hparams.r1=1", "imports=[my_pkg.my_encoders]",
+            # encoders out of training checkpoints, controls, sharding
+            "encoders=[dinov3_vitb16,master@outputs/run,auxiliary@outputs/run/model_0000999.pth]",
+            "controls.random_init=true", "controls.noise_channels=[8,16,32,64]", "num_processes=2",
+            "cost_models=[outputs/run]"])
     assert cfg.dataset == "synthetic_val_panoptic" and list(cfg.resolution) == [64, 96]
     assert cfg.variant == "corrected" and cfg.max_images == 3
     assert cfg.weights == {"dinov3_vitb16": "ckpt/dinov3_vitb16_pretrain_lvd1689m-73cec8be.pth"}
     assert cfg.encoder_overrides.dinov3_vitb16.neck == "raw" and cfg.metric_hparams.r1 == 1
     assert list(cfg.imports) == ["my_pkg.my_encoders"]
+    assert list(cfg.encoders) == ["dinov3_vitb16", "master@outputs/run", "auxiliary@outputs/run/model_0000999.pth"]
+    assert cfg.controls.random_init is True and cfg.controls.noise is True and cfg.num_processes == 2
     with (pytest.raises(Exception, match="Could not override .max_imagse."),  # other keys stay closed: typos fail
           initialize_config_dir(config_dir=str(REPO / "configs" / "tools"), version_base=None)):
         compose("profile_encoders", overrides=["max_imagse=3"])
