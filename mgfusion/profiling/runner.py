@@ -91,6 +91,10 @@ class Profiler:
         check_metric_settings(settings)
         self.entries: list[ProfileEntry] = resolve_entries(settings)
         self.device = resolve_device(settings.device)
+        if self.device.type == "cuda" and settings.num_processes > torch.cuda.device_count():
+            raise ProfileConfigError(f"num_processes={settings.num_processes} but only {torch.cuda.device_count()} "
+                                     "CUDA devices are visible (one process per GPU); lower num_processes, or use "
+                                     "device=cpu for CPU processes")
         self.records: list[ImageRecord] = resolve_source(
             images=settings.images, dataset=settings.dataset, image_root=settings.image_root,
             max_images=settings.max_images)
