@@ -7,8 +7,10 @@ and metric time, plus the process's peak RSS; memory should stay flat as N grows
 Every profile also computes the noise and pixel control rows; ``controls_share`` is their added time per image over
 the encoders-plus-metrics time per image (both encoders), measured in the same run (target: below 0.25). With
 ``--processes 2`` the first count is profiled again, side by side, sharded across 2 processes (gloo, each with
-``threads / processes`` threads); ``wall_images_per_s`` is images over the wall time of the streaming phase
-(start-up of the ranks and building the encoders included) and ``speedup`` its ratio to the single process.
+``max(1, threads // processes)`` threads); ``wall_images_per_s`` is images over the wall time of the streaming phase
+(start-up of the ranks and building the encoders included) and ``speedup`` its ratio to the single process. On a
+shared, busy machine use ``--threads 1``: single-threaded processes are the least disturbed by other load (the
+sharded run then uses one core per process, the single process one core).
 
     python benchmarks/profile_speed.py [--counts 20,200] [--encoders dinov3_vits16,sam2_hiera_t] [--threads 2] \
         [--processes 2]
