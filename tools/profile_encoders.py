@@ -4,8 +4,16 @@
     python tools/profile_encoders.py images=path/to/images encoders=[dinov3_vitb16,sam2_hiera_bplus] \
         weights.dinov3_vitb16=/ckpt/dinov3_vitb16_pretrain_lvd1689m.pth output_dir=outputs/profile
 
-Errors in the settings, a folder holding results of other settings, a folder locked by another job, and a run in
-which no image could be profiled end the tool with exit status 1 and a one-paragraph message (no traceback).
+    # the master and auxiliary of a training run, fine-tuned vs initial weights (before_after.md, paper Table 8)
+    python tools/profile_encoders.py dataset=cityscapes_fine_instance_seg_val encoders=[master@RUN,auxiliary@RUN]
+
+    # 4 processes share the images (gloo on CPU; one per GPU on CUDA); random-init controls as well
+    python tools/profile_encoders.py ... num_processes=4 controls.random_init=true
+
+Every profile also has control rows (noise, pixels) and says whether the recommended auxiliary's EF and SC exceed
+them (controls.md, summary.md). Errors in the settings, a folder holding results of other settings, a folder locked by
+another job, a checkpoint that does not match its run's encoder, and a run in which no image could be profiled end
+the tool with exit status 1 and a one-paragraph message (no traceback).
 """
 
 from __future__ import annotations
@@ -29,6 +37,7 @@ register_hydra_config()
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:
+    from mgfusion.backbones import CheckpointMismatchError, CheckpointReadError
     from mgfusion.profiling.fingerprint import FingerprintMismatchError
     from mgfusion.profiling.lock import RunLockedError
     from mgfusion.profiling.runner import ProfileError
@@ -37,7 +46,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from mgfusion.utils.plugins import PluginImportError
 
     return (ProfileConfigError, SourceError, PluginImportError, FingerprintMismatchError, RunLockedError,
-            ResultStoreError, ProfileError)
+            ResultStoreError, ProfileError, CheckpointMismatchError, CheckpointReadError)
 
 
 @hydra.main(version_base=None, config_path="../configs/tools", config_name="profile_encoders")

@@ -36,6 +36,7 @@ from detectron2.utils.logger import setup_logger
 from omegaconf import DictConfig, OmegaConf
 
 from mgfusion.evaluation import grouped_class_markdown, matching_groupings
+from mgfusion.profiling.cost import write_model_cost
 from mgfusion.utils.io import atomic_write_text
 from mgfusion.utils.plugins import load_plugins
 
@@ -155,6 +156,8 @@ def _train(cfg: DictConfig, output_dir: str, seed: int, loaded: Mapping[str, lis
            init: Mapping[str, Any]) -> dict[str, Any]:
     trainer = Trainer(cfg, output_dir=output_dir, seed=seed, loaded=loaded)
     trainer.resume_or_load(resume=bool(cfg.resume))
+    if comm.is_main_process():  # parameters and GFLOPs of the whole model at 1024x2048 (paper Table 11)
+        write_model_cost(trainer.model, output_dir)
     record = {"init_weights": str(cfg.weights) if cfg.weights else None, **_init_record(cfg, trainer.checkpointer),
               **init}
     results = trainer.train() or {}

@@ -87,7 +87,7 @@ from mgfusion.metrics.config import (
     resolve_config,
 )
 from mgfusion.metrics.pca import pca_map
-from mgfusion.metrics.supervised import sc_gt, spearman
+from mgfusion.metrics.supervised import ef_gt, sc_gt, spearman
 
 __all__ = [
     "METRIC_KEYS",
@@ -102,5 +102,6 @@ __all__ = [
     "pca_map",
     "resolve_config",
     "sc_gt",
+    "ef_gt",
     "spearman",
 ]

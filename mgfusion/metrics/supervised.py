@@ -16,6 +16,9 @@ The paper reports an "SC_gt" computed from semantic and instance labels, but no 
 4. With both label maps the semantic and instance values are averaged; ``SC_gt = sqrt(SFC_gt * SCS_gt)``.
 
 ``spearman`` is the rank correlation used to compare metric and label-based scores (Table 7 / RQ4).
+
+``ef_gt`` is the supervised counterpart of EF (ours, docs/metrics.md "EF_gt"): the corrected EC/NC with the
+ground-truth segment boundaries in place of the image edges.
 """
 
 from __future__ import annotations
@@ -27,13 +30,21 @@ from typing import Any
 import numpy as np
 import torch
 
-from mgfusion.metrics.config import resolve_config
-from mgfusion.metrics.pca import centre_channels, principal_scores
-from mgfusion.metrics.primitives import channel_l2, zscore
+from mgfusion.metrics.concentration import edge_concentration
+from mgfusion.metrics.config import MetricConfig, resolve_config
+from mgfusion.metrics.pca import centre_channels, pca_map, principal_scores
+from mgfusion.metrics.primitives import (
+    channel_l2,
+    interior_mask,
+    minmax_in_interior,
+    sobel_magnitude,
+    top_fraction_mask,
+    zscore,
+)
 from mgfusion.metrics.silhouette import silhouette_from_masks, stratified_mask
 from mgfusion.metrics.structure import scs_sample_indices
 
-__all__ = ["downsample_labels", "sc_gt", "spearman"]
+__all__ = ["boundary_cells", "downsample_labels", "ef_gt", "sc_gt", "segment_ids", "spearman"]
 
 
 def downsample_labels(labels: torch.Tensor, grid_hw: tuple[int, int], stride: int,
@@ -165,3 +176,93 @@ def spearman(metric_values: Sequence[float] | torch.Tensor,
         raise ValueError("spearman is undefined for a constant sequence")
     res = spearmanr(x, y)
     return float(res.statistic), float(res.pvalue)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# EF_gt: supervised edge fidelity (ours; definition in docs/metrics.md, "EF_gt")
+# ---------------------------------------------------------------------------------------------------------------
+
+def segment_ids(semantic: torch.Tensor | None = None, instance: torch.Tensor | None = None) -> torch.Tensor:
+    """One non-negative segment id per pixel ``(B,H0,W0)`` int64 from the (semantic, instance) label pair.
+
+    Every value, including void (-1) and "no instance" (-1), is a value of its own, so an object's outline against
+    unlabelled background or void is a segment boundary.
+    """
+    maps = [x.long() for x in (semantic, instance) if x is not None]
+    if not maps:
+        raise ValueError("segment_ids needs at least one of semantic= or instance= label maps")
+    if any(int(x.min()) < -1 for x in maps if x.numel()):
+        raise ValueError("label maps must hold ids >= -1 (-1 = void / no instance)")
+    ids = maps[0] + 1
+    for x in maps[1:]:
+        ids = ids * (int(x.max()) + 2) + (x + 1)
+    return ids
+
+
+def boundary_cells(grid_ids: torch.Tensor) -> torch.Tensor:
+    """Bool ``(B,H,W)``: cells whose segment id differs from one of their 4 neighbours (both sides marked).
+
+    ``grid_ids`` ``(B,H,W)`` int64; negative ids mark cells outside the image and never form a boundary.
+    """
+    known = grid_ids >= 0
+    out = torch.zeros_like(grid_ids, dtype=torch.bool)
+    for dim in (1, 2):
+        n = grid_ids.shape[dim]
+        a, b = grid_ids.narrow(dim, 0, n - 1), grid_ids.narrow(dim, 1, n - 1)
+        diff = (a != b) & known.narrow(dim, 0, n - 1) & known.narrow(dim, 1, n - 1)
+        out.narrow(dim, 0, n - 1).logical_or_(diff)
+        out.narrow(dim, 1, n - 1).logical_or_(diff)
+    return out
+
+
+def _ef_gt_batch(features: torch.Tensor, seg: torch.Tensor, stride: int, cfg: MetricConfig) -> dict[str, torch.Tensor]:
+    feats = features.detach().to(torch.float32)
+    _, _, h, w = feats.shape
+    grid = downsample_labels(seg.to(feats.device), (h, w), stride, ignore_label=-1)
+    boundary = boundary_cells(grid)
+    valid = interior_mask(h, w, cfg.border, feats.device)
+    grad = sobel_magnitude(pca_map(feats))
+    energy = grad.clamp_min(0.0) * valid
+    strong = top_fraction_mask(minmax_in_interior(grad, cfg.border), cfg.q_feat, cfg.border)
+    out = edge_concentration("corrected", energy, strong, boundary & valid, border=cfg.border, r1=cfg.r1,
+                             r2=cfg.outer_radius)
+    share = (boundary & valid).flatten(1).sum(1).to(torch.float32) / valid.sum().clamp_min(1).to(torch.float32)
+    res = {"EC_gt": out["EC"], "NC_gt": out["NC"], "EF_gt": cfg.ef_scale * out["EC"] * out["NC"],
+           "EC_gt_lift": out["EC_lift"], "NC_gt_lift": out["NC_lift"], "EF_gt_lift": out["EC_lift"] * out["NC_lift"]}
+    undefined = (share <= 0).view(-1)  # a single segment (or no interior): the alignment is undefined
+    res = {k: torch.where(undefined, torch.full_like(v, float("nan")), v).to(torch.float32) for k, v in res.items()}
+    res["GT_boundary_share"] = share
+    return res
+
+
+def ef_gt(features: torch.Tensor, *, stride: int, semantic: torch.Tensor | None = None,
+          instance: torch.Tensor | None = None, valid_hw: torch.Tensor | Sequence[Sequence[int]] | None = None,
+          **hparams: Any) -> dict[str, torch.Tensor]:
+    """Supervised edge fidelity of features ``(B,C,H,W)`` at ``stride`` against ground-truth segment boundaries.
+
+    The corrected variant's EC/NC (chance-corrected, distance-weighted closeness of the strong edges of the PCA
+    first-component map) with the ground-truth boundary cells in place of the image edge centerlines:
+    ``EF_gt = ef_scale * EC_gt * NC_gt`` in [0, 100] (0 = chance, 100 = all strong-edge energy on the boundaries).
+    Labels: ``semantic`` / ``instance`` ``(B,H0,W0)`` integer maps (at least one; -1 = void / no instance, a
+    value of its own); the per-pixel (semantic, instance) pair is the segment, taken to the grid by majority vote.
+
+    Returns ``(B,)`` float32: ``EC_gt, NC_gt, EF_gt, EC_gt_lift, NC_gt_lift, EF_gt_lift`` (NaN for images without
+    any boundary inside the valid grid) and ``GT_boundary_share`` (fraction of valid cells on a boundary).
+    ``hparams``: MetricConfig fields (``q_feat``, ``border``, ``r1``, ``r2``, ``ef_scale`` are used). Full
+    definition: docs/metrics.md (EF_gt).
+    """
+    cfg = resolve_config("reference", hparams)
+    seg = segment_ids(semantic, instance)
+    if features.ndim != 4 or seg.shape[0] != features.shape[0]:
+        raise ValueError("features must be (B,C,H,W) and every label map (B,H0,W0) with the same B")
+    if not bool(torch.isfinite(features).all()):
+        raise ValueError("features contain NaN/Inf values")
+    with torch.no_grad():
+        if valid_hw is None:
+            return _ef_gt_batch(features, seg, stride, cfg)
+        rows = valid_hw.tolist() if isinstance(valid_hw, torch.Tensor) else [list(r) for r in valid_hw]
+        parts = []
+        for i, (h0, w0) in enumerate(rows):
+            hf, wf = math.ceil(h0 / stride), math.ceil(w0 / stride)
+            parts.append(_ef_gt_batch(features[i: i + 1, :, :hf, :wf], seg[i: i + 1, :h0, :w0], stride, cfg))
+        return {k: torch.cat([p[k] for p in parts]) for k in parts[0]}

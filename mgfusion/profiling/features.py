@@ -1,4 +1,8 @@
-"""The per-encoder stage of a profile: one frozen encoder turns a batch into per-image SC/EF (and SC_gt) records.
+"""The per-row stages of a profile: features of a batch -> per-image SC/EF (+ SC_gt, EF_gt) records.
+
+:class:`MetricScorer` turns any feature pyramid into records; :class:`FeatureMetrics` feeds it one frozen encoder's
+features. Control features (noise, pixels) are fed to the same scorer by :mod:`.controls`, so every row of a
+table is measured by the same code on the same images, strides and grids.
 
 Images reach the metrics as ``uint8`` tensors, whose range (0..255) is defined by the dtype, so no range guess or
 ``image_range`` argument is involved.
@@ -14,22 +18,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from mgfusion.backbones import Encoder, build_encoder
-from mgfusion.metrics import compute_pyramid_metrics, sc_gt
+from mgfusion.backbones import Encoder
+from mgfusion.metrics import compute_pyramid_metrics, ef_gt, sc_gt
 
-from .settings import ProfileSettings
-
-
-def build_profiled_encoder(name: str, settings: ProfileSettings, device: torch.device) -> Encoder:
-    """Build a frozen encoder for profiling (weights and build overrides from the settings, seeded init)."""
-    kwargs: dict[str, Any] = dict(settings.encoder_overrides.get(name) or {})
-    weights = settings.encoder_weights(name)
-    if weights:
-        kwargs["weights"] = weights
-    if settings.projection_free and name.startswith(("dinov", "samvit")):
-        kwargs.setdefault("neck", "raw")
-    torch.manual_seed(settings.seed)  # random-init necks/encoders are reproducible across runs and resumes
-    return build_encoder(name, freeze=True, **kwargs).to(device)
+#: the EF_gt outputs kept in each record (docs/metrics.md, EF_gt)
+EF_GT_KEYS = ("EF_gt", "EC_gt", "NC_gt", "EF_gt_lift")
 
 
 def normalize(images: torch.Tensor, valid_hw: torch.Tensor, encoder: Encoder) -> torch.Tensor:
@@ -44,6 +37,81 @@ def normalize(images: torch.Tensor, valid_hw: torch.Tensor, encoder: Encoder) ->
 
 
 @dataclass
+class BatchPart:
+    """The kept images of a collated batch, on the device.
+
+    Attributes:
+        ids: image ids (B); ``images`` (B,3,H,W) uint8 zero-padded; ``valid_hw`` (B,2) their real sizes;
+        ``sem`` / ``inst``: (B,H,W) int64 label maps (-1 = void / no instance) or None.
+    """
+
+    ids: list[str]
+    images: torch.Tensor
+    valid_hw: torch.Tensor
+    sem: torch.Tensor | None
+    inst: torch.Tensor | None
+
+
+def select(batch: Mapping[str, Any], keep: Sequence[int], device: torch.device) -> BatchPart:
+    """The images ``keep`` (indices into ``batch["ids"]``) of a collated batch, moved to ``device``."""
+    idx = torch.tensor(list(keep), dtype=torch.long)
+    images = batch["images"][idx].to(device)
+    if images.dtype != torch.uint8:
+        raise TypeError(f"profiling batches must hold uint8 images, got {images.dtype}")
+    labels = batch.get("sem") is not None
+    return BatchPart(ids=[batch["ids"][i] for i in keep], images=images, valid_hw=batch["valid_hw"][idx].to(device),
+                     sem=batch["sem"][idx].to(device) if labels else None,
+                     inst=batch["inst"][idx].to(device) if labels else None)
+
+
+class MetricScorer:
+    """Per-image records of feature pyramids: label-free SC/EF (:func:`~mgfusion.metrics.compute_pyramid_metrics`)
+    and, when the batch has labels, SC_gt and EF_gt.
+
+    Args:
+        variant / metric_hparams / seed: passed to the metrics.
+        supervised: compute SC_gt / EF_gt when labels are present.
+    """
+
+    def __init__(self, *, variant: str, metric_hparams: Mapping[str, Any], seed: int, supervised: bool = True
+                 ) -> None:
+        self.variant, self.metric_hparams, self.seed = variant, dict(metric_hparams), seed
+        self.supervised = supervised
+
+    def records(self, name: str, kind: str, feats: Mapping[int, torch.Tensor], part: BatchPart
+                ) -> list[dict[str, Any]]:
+        """One JSON-ready record per image: ``encoder, kind, image_id, variant, size, metrics{stride: {...}}``.
+
+        ``feats``: ``{stride: (B,C,ceil(H/s),ceil(W/s)) float32}`` for the images of ``part``.
+        """
+        metrics = compute_pyramid_metrics(feats, part.images, variant=self.variant, valid_hw=part.valid_hw,
+                                          seed=self.seed, **self.metric_hparams)
+        supervised = self._supervised(feats, part) if self.supervised and part.sem is not None else {}
+        records = []
+        for b, iid in enumerate(part.ids):
+            per_stride = {}
+            for s, m in metrics.items():
+                row = {k: _finite(v[b]) for k, v in m.items()}
+                row.update({k: _finite(v[b]) for k, v in supervised.get(s, {}).items()})
+                per_stride[str(s)] = row
+            h, w = (int(v) for v in part.valid_hw[b])
+            records.append({"encoder": name, "kind": kind, "image_id": iid, "variant": self.variant, "size": [h, w],
+                            "metrics": per_stride})
+        return records
+
+    def _supervised(self, feats: Mapping[int, torch.Tensor], part: BatchPart) -> dict[int, dict[str, torch.Tensor]]:
+        """SC_gt and EF_gt per stride from the batch's label maps (void = -1)."""
+        out = {}
+        for s, f in feats.items():
+            sc = sc_gt(f, stride=s, semantic=part.sem, instance=part.inst, ignore_label=-1, valid_hw=part.valid_hw,
+                       seed=self.seed)
+            ef = ef_gt(f, stride=s, semantic=part.sem, instance=part.inst, valid_hw=part.valid_hw,
+                       **self.metric_hparams)
+            out[s] = {"SC_gt": sc["SC_gt"], **{k: ef[k] for k in EF_GT_KEYS}}
+        return out
+
+
+@dataclass
 class EncodedBatch:
     """What :class:`FeatureMetrics` computed for the kept images of a batch.
 
@@ -51,7 +119,7 @@ class EncodedBatch:
         ids: image ids (B).
         images: (B,3,H,W) uint8 on the device, zero-padded; ``valid_hw`` (B,2) their real sizes.
         features: {stride: (B,C,ceil(H/s),ceil(W/s)) float32}.
-        records: one JSON-ready record per image (``encoder, image_id, variant, size, metrics{stride: {...}}``).
+        records: one JSON-ready record per image (``encoder, kind, image_id, variant, size, metrics``).
     """
 
     ids: list[str]
@@ -62,69 +130,45 @@ class EncodedBatch:
 
 
 class FeatureMetrics:
-    """Features of one frozen encoder and their label-free metrics (plus SC_gt when the batch has labels).
+    """Features of one frozen encoder and their metrics (:class:`MetricScorer`).
 
     Args:
-        name: the encoder's registry name (stored in each record).
+        name: the row's name (stored in each record); ``kind``: ``encoder`` or ``control`` (random-init control).
         encoder: the frozen encoder, on ``device``.
-        variant / metric_hparams / seed: passed to :func:`mgfusion.metrics.compute_pyramid_metrics`.
+        scorer: the metric stage shared by every row.
         amp: bf16 autocast for the encoder forward (metrics always in fp32).
 
     ``timing`` accumulates seconds spent in the encoder and in the metrics.
     """
 
-    def __init__(self, name: str, encoder: Encoder, *, variant: str, metric_hparams: Mapping[str, Any], seed: int,
-                 amp: bool, device: torch.device) -> None:
-        self.name, self.encoder = name, encoder
-        self.variant, self.metric_hparams, self.seed = variant, dict(metric_hparams), seed
+    def __init__(self, name: str, encoder: Encoder, scorer: MetricScorer, *, amp: bool, device: torch.device,
+                 kind: str = "encoder") -> None:
+        self.name, self.kind, self.encoder, self.scorer = name, kind, encoder, scorer
         self.amp, self.device = amp, device
         self.timing = {"encoder_s": 0.0, "metrics_s": 0.0, "images": 0}
 
     def __call__(self, batch: Mapping[str, Any], keep: Sequence[int]) -> EncodedBatch:
         """Profile the images ``keep`` (indices into ``batch["ids"]``) of a collated batch."""
-        idx = torch.tensor(list(keep), dtype=torch.long)
-        images = batch["images"][idx].to(self.device)
-        if images.dtype != torch.uint8:
-            raise TypeError(f"profiling batches must hold uint8 images, got {images.dtype}")
-        valid = batch["valid_hw"][idx].to(self.device)
-        ids = [batch["ids"][i] for i in keep]
+        part = select(batch, keep, self.device)
         t0 = time.perf_counter()
         with torch.inference_mode(), torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
-            feats = self.encoder(normalize(images, valid, self.encoder))
+            feats = self.encoder(normalize(part.images, part.valid_hw, self.encoder))
         feats = {int(s): f.float() for s, f in feats.items()}
-        self._sync()
+        sync(self.device)
         t1 = time.perf_counter()
-        metrics = compute_pyramid_metrics(feats, images, variant=self.variant, valid_hw=valid, seed=self.seed,
-                                          **self.metric_hparams)
-        supervised = self._sc_gt(feats, batch, idx, valid) if batch.get("sem") is not None else {}
-        self._sync()
+        records = self.scorer.records(self.name, self.kind, feats, part)
+        sync(self.device)
         self.timing["encoder_s"] += t1 - t0
         self.timing["metrics_s"] += time.perf_counter() - t1
-        self.timing["images"] += len(ids)
-        records = []
-        for b, iid in enumerate(ids):
-            per_stride = {}
-            for s, m in metrics.items():
-                row = {k: _finite(v[b]) for k, v in m.items()}
-                if s in supervised:
-                    row["SC_gt"] = _finite(supervised[s][b])
-                per_stride[str(s)] = row
-            h, w = (int(v) for v in valid[b])
-            records.append({"encoder": self.name, "image_id": iid, "variant": self.variant, "size": [h, w],
-                            "metrics": per_stride})
-        return EncodedBatch(ids=ids, images=images, valid_hw=valid, features=feats, records=records)
+        self.timing["images"] += len(part.ids)
+        return EncodedBatch(ids=part.ids, images=part.images, valid_hw=part.valid_hw, features=feats,
+                            records=records)
 
-    def _sc_gt(self, feats: Mapping[int, torch.Tensor], batch: Mapping[str, Any], idx: torch.Tensor,
-               valid: torch.Tensor) -> dict[int, torch.Tensor]:
-        """SC_gt per stride from the batch's label maps (void = -1)."""
-        sem = batch["sem"][idx].to(self.device)
-        inst = batch["inst"][idx].to(self.device)
-        return {s: sc_gt(f, stride=s, semantic=sem, instance=inst, ignore_label=-1, valid_hw=valid,
-                         seed=self.seed)["SC_gt"] for s, f in feats.items()}
 
-    def _sync(self) -> None:
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
+def sync(device: torch.device) -> None:
+    """Wait for the device's queued work (for honest timings on CUDA)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
 
 
 def _finite(v: torch.Tensor) -> float | None:

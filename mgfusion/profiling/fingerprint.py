@@ -4,28 +4,33 @@ A resumed run reuses stored per-image records only when its fingerprint equals t
 with :class:`FingerprintMismatchError` naming every differing key. ``fingerprint.json`` holds two sections:
 
 ``compared`` (must match to resume)
-    * ``version``: the record format of ``per_image.jsonl``;
+    * ``version``: the record format of ``per_image.jsonl`` (2: records carry ``kind`` and, with labels, EF_gt);
     * ``metrics``: the variant and the full resolved metric configuration (variant defaults + ``metric_hparams``),
       the seed of the metric subsamples / k-means, ``supervised`` (whether SC_gt is computed);
     * ``input``: ``resolution``, ``max_size``, ``amp`` (bf16 forward), ``projection_free``;
-    * ``encoders.<name>``: the build overrides (``encoder_overrides.<name>`` without ``weights``) and the weights
-      identity: for a file its size, modification time (ns) and a SHA-256 of its first and last MiB (reading a
-      multi-GB checkpoint whole would cost minutes per run; size + mtime + head/tail catch a replaced, re-saved or
-      truncated file), ``hub[:tag]`` by name, or ``none`` = random initialisation with the run's seed. The file
-      path itself is not compared (a moved checkpoint gives the same numbers); it is kept under ``info``;
+    * ``encoders.<row>``: one entry per row of the tables (:mod:`~mgfusion.profiling.entries`): encoders and
+      controls. ``build`` = the build overrides (``encoder_overrides.<name>`` without ``weights``), for an
+      encoder taken out of a training checkpoint the part and the run config's encoder node, for a control its
+      definition (noise rule and channels, pixel pooling rule); ``weights`` = the weights identity: for a file its
+      size, modification time (ns) and a SHA-256 of its first and last MiB (reading a multi-GB checkpoint whole
+      would cost minutes per run; size + mtime + head/tail catch a replaced, re-saved or truncated file), plus the
+      entry prefix for a training checkpoint (``kind: checkpoint``); ``hub[:tag]`` by name; or ``none`` = random
+      initialisation with the run's seed. The file path itself is not compared (a moved checkpoint gives the same
+      numbers); it is kept under ``info``;
     * ``images``: the source (folder / COCO JSON path, or detectron2 dataset name), the number of images and a
       SHA-256 over the ordered ``(image id, file size)`` list.
 
 ``info`` (recorded, not compared): weight paths, batch size, device, library versions, host.
 
 Not part of the fingerprint, because they do not change a stored per-image record: ``batch_size`` with
-``resolution=[H,W]`` (no padding), ``num_workers``, ``device``, ``cost*``, ``num_pca_images``, ``progress``,
+``resolution=[H,W]`` (no padding), ``num_workers``, ``num_processes`` (a sharded run forms the same batches),
+``device``, ``cost*``, ``num_pca_images``, ``progress``, ``controls.alpha`` (used by the report only),
 ``min_image_side`` / ``max_aspect_ratio`` (skipped images are never stored). With ``resolution`` as a short side or
 ``null`` the images of a batch are zero-padded to a common size, so a ViT's features near the padding depend on the
 batch's composition (as in detectron2's batched inference); use ``batch_size=1`` for batch-independent numbers.
 
-Encoders are compared one by one: adding an encoder to a finished run is allowed (its records are computed and its
-entry added); changing a stored encoder's build or weights is a mismatch.
+Rows are compared one by one: adding an encoder or a control to a finished run is allowed (its records are computed
+and its entry added); changing a stored row's build or weights is a mismatch.
 """
 
 from __future__ import annotations
@@ -37,7 +42,7 @@ from dataclasses import asdict, is_dataclass
 from pathlib import Path
 from typing import Any
 
-FINGERPRINT_VERSION = 1
+FINGERPRINT_VERSION = 2
 HEAD_TAIL_BYTES = 1 << 20
 
 

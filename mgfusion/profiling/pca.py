@@ -32,7 +32,7 @@ class PCAMaps:
         self._wanted = set(self.image_ids)
 
     def _path(self, encoder: str, image_id: str) -> Path:
-        return self.root / encoder / f"{safe_name(image_id)}.npz"
+        return self.root / safe_name(encoder) / f"{safe_name(image_id)}.npz"
 
     def save(self, encoder: str, batch: EncodedBatch) -> None:
         """Write the maps of the wanted images of ``batch`` (features cropped to each image's valid size)."""

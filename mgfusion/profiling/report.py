@@ -55,31 +55,41 @@ def _fmt(entry: Mapping[str, float] | None, digits: int = 2, spread: bool = True
     return s
 
 
-def table5_markdown(summary: Summary, *, spread: bool = True, weights: Mapping[str, str] | None = None) -> str:
-    """The paper's Table 5 layout: rows = encoders, columns = SC and EF at each output stride.
+def _strides(*summaries: Summary | None) -> list[int]:
+    return sorted({s for summary in summaries if summary for d in summary.values() for s in d})
 
-    ``weights``: ``{encoder: description of its weights}``, listed below the table when given.
+
+def table5_markdown(summary: Summary, *, spread: bool = True, weights: Mapping[str, str] | None = None,
+                    controls: Summary | None = None) -> str:
+    """The paper's Table 5 layout: rows = encoders, then the control rows; columns = SC and EF at each stride.
+
+    ``weights``: ``{row: description of its weights / definition}``, listed below the table when given.
     """
-    strides = sorted({s for d in summary.values() for s in d})
+    strides = _strides(summary, controls)
     head = ["Encoder"] + [f"SC OS{s}" for s in strides] + [f"EF OS{s}" for s in strides]
     rows = []
-    for enc, d in summary.items():
+    for enc, d in {**summary, **(controls or {})}.items():
         rows.append([enc] + [_fmt(d.get(s, {}).get("SC"), 2, spread) for s in strides]
                     + [_fmt(d.get(s, {}).get("EF"), 2, spread) for s in strides])
     text = _markdown(head, rows)
     if weights:
         text += "\nWeights:\n" + "".join(f"- {enc}: {weights.get(enc, '?')}\n" for enc in summary)
+        if controls:
+            text += "\nControls (same images, strides and grids):\n" + "".join(
+                f"- {c}: {weights.get(c, '?')}\n" for c in controls)
     return text
 
 
-def components_markdown(summary: Summary) -> str:
-    """All eight metrics per (encoder, stride)."""
-    head = ["Encoder", "OS", *METRIC_KEYS, "images"]
+def components_markdown(summary: Summary, controls: Summary | None = None) -> str:
+    """All eight metrics (and EF_gt with labels) per (row, stride)."""
+    every = {**summary, **(controls or {})}
+    extra = [k for k in ("EF_gt", "SC_gt") if any(k in m for d in every.values() for m in d.values())]
+    head = ["Encoder", "OS", *METRIC_KEYS, *extra, "images"]
     rows = []
-    for enc, d in summary.items():
+    for enc, d in every.items():
         for s, m in d.items():
             n = max((e.get("count", 0) for e in m.values()), default=0)
-            rows.append([enc, str(s)] + [_fmt(m.get(k), 3, spread=False) for k in METRIC_KEYS] + [str(n)])
+            rows.append([enc, str(s)] + [_fmt(m.get(k), 3, spread=False) for k in (*METRIC_KEYS, *extra)] + [str(n)])
     return _markdown(head, rows)
 
 
@@ -89,37 +99,42 @@ def _markdown(head: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def long_csv(summary: Summary) -> str:
-    """CSV with one row per (encoder, stride, metric): mean, std, count."""
+def _kinds(summary: Summary, controls: Summary | None) -> list[tuple[str, str, dict]]:
+    return [(n, "encoder", d) for n, d in summary.items()] + [(n, "control", d) for n, d in (controls or {}).items()]
+
+
+def long_csv(summary: Summary, controls: Summary | None = None) -> str:
+    """CSV with one row per (row, stride, metric): mean, std, count, and ``kind`` (encoder / control)."""
     buf = io.StringIO()
     w = csv.writer(buf)
-    w.writerow(["encoder", "stride", "metric", "mean", "std", "count"])
-    for enc, d in summary.items():
+    w.writerow(["encoder", "stride", "metric", "mean", "std", "count", "kind"])
+    for enc, kind, d in _kinds(summary, controls):
         for s, m in d.items():
             for k, e in m.items():
-                w.writerow([enc, s, k, e.get("mean"), e.get("std"), e.get("count")])
+                w.writerow([enc, s, k, e.get("mean"), e.get("std"), e.get("count"), kind])
     return buf.getvalue()
 
 
-def table5_csv(summary: Summary, weights: Mapping[str, str] | None = None) -> str:
-    """CSV in the Table 5 layout (means only); a last ``weights`` column when ``weights`` is given."""
-    strides = sorted({s for d in summary.values() for s in d})
+def table5_csv(summary: Summary, weights: Mapping[str, str] | None = None, controls: Summary | None = None) -> str:
+    """CSV in the Table 5 layout (means only): encoder rows, then control rows; a ``weights`` column when
+    ``weights`` is given, and a last ``kind`` column (``encoder`` / ``control``)."""
+    strides = _strides(summary, controls)
     buf = io.StringIO()
     w = csv.writer(buf)
     w.writerow(["encoder"] + [f"SC_OS{s}" for s in strides] + [f"EF_OS{s}" for s in strides]
-               + (["weights"] if weights else []))
-    for enc, d in summary.items():
+               + (["weights"] if weights else []) + ["kind"])
+    for enc, kind, d in _kinds(summary, controls):
         w.writerow([enc] + [d.get(s, {}).get("SC", {}).get("mean") for s in strides]
                    + [d.get(s, {}).get("EF", {}).get("mean") for s in strides]
-                   + ([weights.get(enc, "")] if weights else []))
+                   + ([weights.get(enc, "")] if weights else []) + [kind])
     return buf.getvalue()
 
 
-def write_tables(out_dir: str | os.PathLike, summary: Summary, weights: Mapping[str, str] | None = None
-                 ) -> dict[str, Path]:
+def write_tables(out_dir: str | os.PathLike, summary: Summary, weights: Mapping[str, str] | None = None,
+                 controls: Summary | None = None) -> dict[str, Path]:
     """Write table_sc_ef.{md,csv}, metrics_components.md and metrics_long.csv into ``out_dir``.
 
-    ``weights``: ``{encoder: description of its weights}`` added to the SC/EF table.
+    ``weights``: ``{row: description of its weights}`` added to the SC/EF table; ``controls``: the control rows.
     """
     out = Path(out_dir)
     files = {
@@ -128,30 +143,34 @@ def write_tables(out_dir: str | os.PathLike, summary: Summary, weights: Mapping[
         "components_md": out / "metrics_components.md",
         "long_csv": out / "metrics_long.csv",
     }
-    atomic_write_text(files["table_md"], table5_markdown(summary, weights=weights))
-    atomic_write_text(files["table_csv"], table5_csv(summary, weights))
-    atomic_write_text(files["components_md"], components_markdown(summary))
-    atomic_write_text(files["long_csv"], long_csv(summary))
+    atomic_write_text(files["table_md"], table5_markdown(summary, weights=weights, controls=controls))
+    atomic_write_text(files["table_csv"], table5_csv(summary, weights, controls))
+    atomic_write_text(files["components_md"], components_markdown(summary, controls))
+    atomic_write_text(files["long_csv"], long_csv(summary, controls))
     return files
 
 
-def plot_sc_ef(summary: Summary, path: str | os.PathLike, *, title: str = "") -> None:
-    """SC and EF vs output stride, one line per encoder (error bars = std over images)."""
+def plot_sc_ef(summary: Summary, path: str | os.PathLike, *, title: str = "", controls: Summary | None = None
+               ) -> None:
+    """SC and EF vs output stride, one line per encoder (error bars = std over images); controls dashed."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
-    for enc, d in summary.items():
+    for enc, kind, d in _kinds(summary, controls):
         strides = sorted(d)
+        style = {"marker": "o"} if kind == "encoder" else {"marker": "x", "linestyle": "--", "alpha": 0.6}
         for ax, key in zip(axes, ("SC", "EF")):
+            if not all(key in d[s] for s in strides):
+                continue
             mean = [d[s][key]["mean"] for s in strides]
             std = [d[s][key].get("std") or 0.0 for s in strides]
-            ax.errorbar(strides, mean, yerr=std, marker="o", capsize=3, label=enc)
+            ax.errorbar(strides, mean, yerr=std, capsize=3, label=enc, **style)
     for ax, key, label in zip(axes, ("SC", "EF"), ("Structural Coherence (SC)", "Edge Fidelity (EF)")):
         ax.set_xscale("log", base=2)
-        ax.set_xticks(sorted({s for d in summary.values() for s in d}))
+        ax.set_xticks(_strides(summary, controls))
         ax.get_xaxis().set_major_formatter(matplotlib.ticker.ScalarFormatter())
         ax.set_xlabel("output stride")
         ax.set_ylabel(key)

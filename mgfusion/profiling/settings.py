@@ -26,8 +26,31 @@ RESOLUTION_FORMS = ("resolution=512 (short side in pixels, aspect kept, long sid
                     "resolution=null (native size, long side <= max_size)")
 
 
+CHECKPOINT_PARTS = ("master", "auxiliary", "encoder")
+ENTRY_FORMS = ("a registered encoder name (e.g. dinov3_vitb16), or PART@PATH for an encoder taken out of a training "
+               "checkpoint: PART = master | auxiliary (fusion backbone) | encoder (single-encoder backbone), PATH = "
+               "a training run folder (its model_final.pth, else its last_checkpoint) or one of its model_*.pth "
+               "files; quote paths with '=' in them: 'encoders=[\"master@outputs/run/solver.max_iter=2\"]'")
+CONTROL_KEYS = {"noise": bool, "pixels": bool, "random_init": bool, "noise_channels": object, "alpha": float}
+
+
 class ProfileConfigError(ValueError):
     """A profiling setting is invalid; the message names the key, the value and the accepted forms."""
+
+
+def split_checkpoint_entry(entry: str) -> tuple[str, str] | None:
+    """``("master", PATH)`` for an ``encoders`` entry ``master@PATH``; None for a registry name."""
+    if "@" not in entry:
+        return None
+    part, _, path = entry.partition("@")
+    if part not in CHECKPOINT_PARTS or not path:
+        raise ProfileConfigError(f"encoders entry {entry!r} is invalid: expected {ENTRY_FORMS}")
+    return part, path
+
+
+def default_controls() -> dict[str, Any]:
+    """The ``controls`` defaults: noise and pixel controls on, random-init off, noise channels of the first entry."""
+    return {"noise": True, "pixels": True, "random_init": False, "noise_channels": "auto", "alpha": 0.05}
 
 
 @dataclass
@@ -59,8 +82,14 @@ class ProfileSettings:
     fresh: bool = False
     num_pca_images: int = 4
     supervised: bool = True
+    controls: Mapping[str, Any] = field(default_factory=default_controls)
+    initial_weights: bool = True
     cost: bool = True
     cost_repeats: int = 3
+    cost_models: Sequence[str] = field(default_factory=list)
+    cost_model_resolution: Sequence[int] = (1024, 2048)
+    num_processes: int = 1
+    dist_url: str = "auto"
     progress: bool = True
 
     @classmethod
@@ -73,9 +102,16 @@ class ProfileSettings:
         missing = [k for k in ("encoders", "output_dir") if cfg.get(k) is None]
         if missing:
             raise ProfileConfigError(f"missing required setting(s) {missing}")
-        settings = cls(**{k: v for k, v in cfg.items() if k in known})
+        values = {k: v for k, v in cfg.items() if k in known}
+        if isinstance(values.get("controls"), Mapping):
+            values["controls"] = {**default_controls(), **values["controls"]}
+        settings = cls(**values)
         validate_settings(settings)
         return settings
+
+    def control(self, key: str) -> Any:
+        """The value of ``controls.<key>`` (defaults filled in)."""
+        return {**default_controls(), **dict(self.controls)}[key]
 
     def encoder_weights(self, name: str) -> str | None:
         """The weights value of encoder ``name``: ``weights.NAME`` or ``encoder_overrides.NAME.weights``."""
@@ -120,7 +156,9 @@ def validate_settings(s: ProfileSettings) -> None:
         raise ProfileConfigError(f"encoders={s.encoders!r} is invalid: give a non-empty list, e.g. "
                                  "encoders=[dinov3_vitb16,sam2_hiera_bplus]")
     if not all(isinstance(e, str) and e for e in s.encoders):
-        raise ProfileConfigError(f"encoders must be names, got {list(s.encoders)}")
+        raise ProfileConfigError(f"encoders must be names, got {list(s.encoders)}; each entry is {ENTRY_FORMS}")
+    for e in s.encoders:
+        split_checkpoint_entry(e)
     if len(set(s.encoders)) != len(s.encoders):
         raise ProfileConfigError(f"encoders contain duplicates: {list(s.encoders)}")
     if s.max_images is not None and (not _is_int(s.max_images) or s.max_images < 1):
@@ -136,8 +174,23 @@ def validate_settings(s: ProfileSettings) -> None:
     _check_int("num_workers", s.num_workers, minimum=0)
     _check_int("num_pca_images", s.num_pca_images, minimum=0)
     _check_int("cost_repeats", s.cost_repeats, minimum=1)
+    _check_int("num_processes", s.num_processes, minimum=1, hint=" (processes that share the images; one per GPU "
+               "on CUDA, gloo processes on CPU)")
+    if not isinstance(s.dist_url, str) or not (s.dist_url == "auto" or s.dist_url.startswith(("tcp://", "file://"))):
+        raise ProfileConfigError(f"dist_url={s.dist_url!r} is invalid: expected auto or tcp://HOST:PORT")
+    validate_controls(s.controls)
+    if isinstance(s.cost_models, str) or not isinstance(s.cost_models, Sequence) or not all(
+            isinstance(m, str) and m for m in s.cost_models):
+        raise ProfileConfigError(f"cost_models={s.cost_models!r} is invalid: give a list of training run folders "
+                                 "or training config.yaml files, e.g. cost_models=[outputs/my_run]")
+    res = s.cost_model_resolution
+    if isinstance(res, str) or not isinstance(res, Sequence) or len(res) != 2 or not all(
+            _is_int(v) and v > 0 for v in res):
+        raise ProfileConfigError(f"cost_model_resolution={_show(res)} is invalid: expected [H,W] in pixels, "
+                                 "e.g. [1024,2048] (the paper's Cityscapes input)")
     _check_int("seed", s.seed, minimum=0)
-    for key in ("amp", "allow_random_init", "projection_free", "fresh", "supervised", "cost", "progress"):
+    for key in ("amp", "allow_random_init", "projection_free", "fresh", "supervised", "initial_weights", "cost",
+                "progress"):
         if not isinstance(getattr(s, key), bool):
             raise ProfileConfigError(f"{key}={getattr(s, key)!r} is invalid: expected true or false")
     for key in ("images", "image_root", "dataset", "device", "variant"):
@@ -163,3 +216,23 @@ def validate_settings(s: ProfileSettings) -> None:
         if not isinstance(v, Mapping):
             raise ProfileConfigError(f"encoder_overrides.{name} must be a mapping of build_encoder keywords, got {v!r}")
         s.encoder_weights(name)
+
+
+def validate_controls(controls: Any) -> None:
+    """``controls``: a mapping of the keys in :data:`CONTROL_KEYS` (see configs/tools/profile_encoders.yaml)."""
+    if not isinstance(controls, Mapping):
+        raise ProfileConfigError(f"controls must be a mapping, got {controls!r}")
+    unknown = sorted(set(controls) - set(CONTROL_KEYS))
+    if unknown:
+        raise ProfileConfigError(f"unknown controls key(s) {unknown}; valid: {', '.join(CONTROL_KEYS)}")
+    for key in ("noise", "pixels", "random_init"):
+        if key in controls and not isinstance(controls[key], bool):
+            raise ProfileConfigError(f"controls.{key}={controls[key]!r} is invalid: expected true or false")
+    alpha = controls.get("alpha", 0.05)
+    if not isinstance(alpha, numbers.Real) or isinstance(alpha, bool) or not 0.0 < alpha < 1.0:
+        raise ProfileConfigError(f"controls.alpha={alpha!r} is invalid: expected a significance level in (0, 1)")
+    ch = controls.get("noise_channels", "auto")
+    if ch != "auto" and not (isinstance(ch, Sequence) and not isinstance(ch, str) and len(ch) == 4
+                             and all(_is_int(c) and c > 0 for c in ch)):
+        raise ProfileConfigError(f"controls.noise_channels={_show(ch)} is invalid: expected auto (the channels of "
+                                 "the first profiled encoder) or 4 positive counts for strides 4, 8, 16, 32")

@@ -11,6 +11,11 @@ Opening a :class:`ResultStore`:
 
 Records are appended per batch with flush + fsync; :meth:`ResultStore.append` refuses a pair that is already stored,
 so a record is never doubled.
+
+Sharded runs (``num_processes > 1``): while the main process holds the lock, each rank appends its records to its
+own ``shards/rank<k>.jsonl`` (:class:`ShardWriter`); :meth:`ResultStore.merge_shards` then moves them into
+``per_image.jsonl`` in a canonical order (image order of the source, then row order) and deletes the shard files.
+Shards left by a killed run are merged when the folder is opened again, so their records are kept.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ import datetime as _dt
 import json
 import os
 import shutil
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -35,6 +40,7 @@ RESULTS_NAME = "per_image.jsonl"
 FINGERPRINT_NAME = "fingerprint.json"
 RUNS_NAME = "runs.jsonl"
 SUPERSEDED_NAME = "superseded"
+SHARDS_NAME = "shards"
 
 
 class ResultStoreError(RuntimeError):
@@ -107,15 +113,9 @@ class ResultStore:
     def _repair_and_index(self) -> None:
         if not self.path.exists():
             return
-        data = self.path.read_bytes()
-        good_end = data.rfind(b"\n") + 1  # bytes after the last newline belong to a line cut by a kill
-        if good_end != len(data):
-            with open(self.path, "r+b") as f:
-                f.truncate(good_end)
-                f.flush()
-                os.fsync(f.fileno())
+        _truncate_cut_line(self.path)
         first_line: dict[tuple[str, str], int] = {}
-        for lineno, rec in self._parse():
+        for lineno, rec in _parse(self.path):
             key = (rec["encoder"], rec["image_id"])
             if key in first_line:
                 raise ResultStoreError(f"{self.path}: lines {first_line[key]} and {lineno} both hold encoder "
@@ -124,25 +124,11 @@ class ResultStore:
             first_line[key] = lineno
         self.done = set(first_line)
 
-    def _parse(self) -> Iterator[tuple[int, dict[str, Any]]]:
-        with open(self.path, encoding="utf-8") as f:
-            for lineno, line in enumerate(f, start=1):
-                if not line.strip():
-                    continue
-                try:
-                    rec = json.loads(line)
-                    rec["encoder"], rec["image_id"]
-                except (json.JSONDecodeError, KeyError, TypeError):
-                    raise ResultStoreError(
-                        f"{self.path}: line {lineno} is not a profiling record ({line[:80]!r}); the file is "
-                        "damaged beyond a cut last line. Give a new output_dir=... or fresh=true") from None
-                yield lineno, rec
-
     # ---- reading and writing ---------------------------------------------------------------------------------
     def records(self) -> Iterator[dict[str, Any]]:
         """All stored records, in write order."""
         if self.path.exists():
-            for _, rec in self._parse():
+            for _, rec in _parse(self.path):
                 yield rec
 
     def append(self, records: Iterable[Mapping[str, Any]]) -> int:
@@ -153,19 +139,30 @@ class ResultStore:
         if not self.lock.held:
             raise RuntimeError(f"ResultStore of {self.folder} is closed")
         records = list(records)
-        keys = [(r["encoder"], r["image_id"]) for r in records]
-        repeated = [k for k in keys if k in self.done] or [k for i, k in enumerate(keys) if k in keys[:i]]
-        if repeated:
-            raise ValueError(f"refusing to store encoder {repeated[0][0]!r}, image {repeated[0][1]!r} twice "
-                             f"in {self.path}")
+        keys = _new_keys(records, self.done, self.path)
         if not records:
             return 0
-        with open(self.path, "a", encoding="utf-8") as f:
-            f.writelines(json.dumps(r, sort_keys=True) + "\n" for r in records)
-            f.flush()
-            os.fsync(f.fileno())
+        _append_lines(self.path, records)
         self.done.update(keys)
         return len(records)
+
+    def merge_shards(self, order: Callable[[Mapping[str, Any]], Any]) -> int:
+        """Move the records of ``shards/rank*.jsonl`` into ``per_image.jsonl`` sorted by ``order(record)``, then
+        delete the shard files; records already stored are skipped. Returns how many were added."""
+        files = shard_files(self.folder)
+        if not files:
+            return 0
+        new: dict[tuple[str, str], dict[str, Any]] = {}
+        for path in files:
+            _truncate_cut_line(path)
+            for _, rec in _parse(path):
+                key = (rec["encoder"], rec["image_id"])
+                if key not in self.done and key not in new:
+                    new[key] = rec
+        added = self.append(sorted(new.values(), key=order))
+        for path in files:
+            path.unlink()
+        return added
 
     def log_run(self, entry: Mapping[str, Any]) -> None:
         """Append one line describing this invocation (time, command, settings) to ``runs.jsonl``."""
@@ -185,3 +182,76 @@ class ResultStore:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _truncate_cut_line(path: Path) -> None:
+    """Drop the bytes after the last newline of ``path`` (a line cut by a kill)."""
+    data = path.read_bytes()
+    good_end = data.rfind(b"\n") + 1
+    if good_end != len(data):
+        with open(path, "r+b") as f:
+            f.truncate(good_end)
+            f.flush()
+            os.fsync(f.fileno())
+
+
+def _parse(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    """``(line number, record)`` of every non-empty line of a records file; a damaged line is an error."""
+    with open(path, encoding="utf-8") as f:
+        for lineno, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            try:
+                rec = json.loads(line)
+                rec["encoder"], rec["image_id"]
+            except (json.JSONDecodeError, KeyError, TypeError):
+                raise ResultStoreError(
+                    f"{path}: line {lineno} is not a profiling record ({line[:80]!r}); the file is "
+                    "damaged beyond a cut last line. Give a new output_dir=... or fresh=true") from None
+            yield lineno, rec
+
+
+def _new_keys(records: list[Mapping[str, Any]], done: set[tuple[str, str]], path: Path) -> list[tuple[str, str]]:
+    """The ``(encoder, image_id)`` keys of ``records``; ValueError if one is in ``done`` or repeated."""
+    keys = [(r["encoder"], r["image_id"]) for r in records]
+    repeated = [k for k in keys if k in done] or [k for i, k in enumerate(keys) if k in keys[:i]]
+    if repeated:
+        raise ValueError(f"refusing to store encoder {repeated[0][0]!r}, image {repeated[0][1]!r} twice in {path}")
+    return keys
+
+
+def _append_lines(path: Path, records: Iterable[Mapping[str, Any]]) -> None:
+    with open(path, "a", encoding="utf-8") as f:
+        f.writelines(json.dumps(r, sort_keys=True) + "\n" for r in records)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def shard_files(folder: str | os.PathLike) -> list[Path]:
+    """The shard record files of a run folder, in rank order."""
+    root = Path(folder) / SHARDS_NAME
+    if not root.is_dir():
+        return []
+    return sorted(root.glob("rank*.jsonl"), key=lambda p: int(p.stem[4:]) if p.stem[4:].isdigit() else -1)
+
+
+class ShardWriter:
+    """Appends one rank's records to ``shards/rank<k>.jsonl`` (flush + fsync per batch).
+
+    Used by the worker processes of a sharded run while the main process holds the folder lock; ``done`` is the
+    main store's index, so a pair stored there (or by this writer) is never written again.
+    """
+
+    def __init__(self, folder: str | os.PathLike, rank: int, done: Iterable[tuple[str, str]]) -> None:
+        self.path = Path(folder) / SHARDS_NAME / f"rank{int(rank)}.jsonl"
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.done = set(done)
+
+    def append(self, records: Iterable[Mapping[str, Any]]) -> int:
+        """Append records durably; raises ValueError for a pair already stored."""
+        records = list(records)
+        keys = _new_keys(records, self.done, self.path)
+        if records:
+            _append_lines(self.path, records)
+        self.done.update(keys)
+        return len(records)

@@ -32,6 +32,11 @@ def _check_run(out, *, processes: int) -> dict:
     assert set(final["results"]) == {"panoptic_seg", "segm", "sem_seg"}  # PQ, mask AP, mIoU
     assert all(math.isfinite(v) for v in final["results"]["panoptic_seg"].values() if v is not None)
     assert final["random_init"] == ["backbone.master (dinov3_micro16)", "backbone.auxiliary (sam2_hiera_micro)"]
+    cost = json.loads((out / "model_cost.json").read_text())  # the whole model's size at 1024x2048 (Table 11)
+    model = read_checkpoint(str(out / "model_final.pth"))["model"]
+    assert cost["input"] == "1024x2048" and cost["GFLOPs"] > 0
+    assert cost["params_M"] * 1e6 == pytest.approx(sum(t.numel() for t in model.values() if t.is_floating_point()),
+                                                   rel=0.02)
     log = (out / "log.txt").read_text()
     assert f"over {processes} process(es)" in log and "RANDOM INITIALISATION: backbone.master (dinov3_micro16)" in log
     return final["results"]

@@ -44,3 +44,22 @@ def profile_cli() -> Callable[..., subprocess.CompletedProcess]:
                               stderr=subprocess.STDOUT, text=True, timeout=timeout, check=False)
 
     return run
+
+
+DEMO_TRAIN = ["backbone=fusion_micro_d3s2", "model=mask2former_tiny", "dataset=synthetic_instance", "solver=smoke_cpu",
+              "runtime=smoke", "solver.max_iter=2", "device=cpu", "runtime.tensorboard=false"]
+
+
+@pytest.fixture(scope="session")
+def demo_run(tmp_path_factory) -> Path:
+    """A demo-size fusion model (micro DINOv3 master + micro SAM2 auxiliary, tiny Mask2Former) trained for 2
+    iterations by tools/train_net.py, as a user runs it; returns the run folder (config.yaml, model_final.pth)."""
+    root = tmp_path_factory.mktemp("demo")
+    out = root / "run"
+    cmd = [sys.executable, str(REPO / "tools" / "train_net.py"), *DEMO_TRAIN, f"output_dir={out}",
+           f"dataset.register.root={root / 'data'}"]
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore")
+    res = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600, check=False)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert (out / "model_final.pth").is_file() and (out / "config.yaml").is_file()
+    return out

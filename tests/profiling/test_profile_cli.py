@@ -101,7 +101,9 @@ def test_multirun_jobs_profile_into_their_own_folders(tiny_images, tmp_path, pro
         fp = json.loads((job / "fingerprint.json").read_text())
         variants.add(fp["compared"]["metrics"]["variant"])
         recs = _records(job)
-        assert len(recs) == 4 and {r["variant"] for r in recs.values()} == {fp["compared"]["metrics"]["variant"]}
+        kinds = [r["kind"] for r in recs.values()]
+        assert kinds.count("encoder") == 4 and kinds.count("control") == 4, "2 encoders + noise/pixel controls"
+        assert {r["variant"] for r in recs.values()} == {fp["compared"]["metrics"]["variant"]}
         assert len(job.name) <= 80
     assert variants == {"reference", "corrected"}
 

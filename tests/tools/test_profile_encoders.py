@@ -41,15 +41,17 @@ def test_profile_outputs_tables_recommendation_and_failures(image_folder, tmp_pa
     assert f"skipped unreadable image: {image_folder / 'zz_corrupt.png'}" in printed
     assert "6 images profiled, 1 unreadable skipped" in printed
     lines = (out / "per_image.jsonl").read_text().splitlines()
-    assert len(lines) == 6 * len(ENCODERS)
+    assert len(lines) == 6 * (len(ENCODERS) + 2), "every image: each encoder + the noise and pixel controls"
     rec = json.loads(lines[0])
     assert set(rec["metrics"]) == {"4", "8", "16", "32"}
     assert {"SFC", "SCS", "SC", "EC", "NC", "FC", "SP", "EF"} <= set(rec["metrics"]["16"])
 
     # tables parse and agree with summary.json
     with open(out / "table_sc_ef.csv") as f:
-        rows = list(csv.DictReader(f))
+        every = list(csv.DictReader(f))
+    rows = [r for r in every if r["kind"] == "encoder"]
     assert [r["encoder"] for r in rows] == ENCODERS
+    assert [r["encoder"] for r in every if r["kind"] == "control"] == ["control:noise", "control:pixels"]
     on_disk = json.loads((out / "summary.json").read_text())
     for r in rows:
         for s in (4, 8, 16, 32):
@@ -86,6 +88,20 @@ def test_profile_outputs_tables_recommendation_and_failures(image_folder, tmp_pa
     assert on_disk["weights"]["dinov3_micro16"]["random_init"] is True and "Weights:" in md
     assert (out / "cost.md").exists()
 
+    # control rows on the same images and strides, and the recommendation's verdict against them
+    assert set(on_disk["controls"]) == {"control:noise", "control:pixels"}
+    assert all(on_disk["controls"][c][s]["EF"]["count"] == 6 for c in on_disk["controls"] for s in ("4", "32"))
+    assert {(c["metric"], c["control"], c["stride"], c["n"]) for c in r["controls"]} == {
+        (m, c, r["stride"], 6) for m in ("EF", "SC") for c in ("control:noise", "control:pixels")}
+    # random-init micro encoders: their reference EF is below the noise control's, which the profile must say
+    noise_ef = next(c for c in r["controls"] if c["metric"] == "EF" and c["control"] == "control:noise")
+    assert noise_ef["verdict"] == "does not exceed" and r["controls_pass"] is False
+    assert any(w.startswith(f"recommended auxiliary {r['auxiliary']} at OS{r['stride']}: EF does NOT exceed "
+                            "control:noise") for w in on_disk["warnings"])
+    assert (out / "summary.md").read_text().startswith("# Encoder profile\n\n## WARNING: signal not above the controls")
+    assert f"[profile] WARNING: recommended auxiliary {r['auxiliary']}" in printed
+    assert "| dinov3_micro16 | 4 | EF | control:noise |" in (out / "controls.md").read_text()
+
 
 def test_unknown_names_fail_at_start_with_valid_choices(image_folder, tmp_path):
     with pytest.raises(ValueError, match=r"unknown encoder\(s\) \['dinov4'\]; registered encoders: .*sam2_hiera_bplus"):
@@ -119,17 +135,17 @@ def test_killed_run_resumes_without_recomputing(image_folder, tmp_path):
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     done_before = len(jsonl.read_text().splitlines())
-    assert 4 <= done_before < 20, f"kill came too late: {done_before} records"
+    assert 4 <= done_before < 40, f"kill came too late: {done_before} records"
     assert not (out / "summary.json").exists()
 
     resumed = _cli(args + [f"output_dir={out}"])
     log, _ = resumed.communicate(timeout=300)
     assert resumed.returncode == 0, log
-    assert f"{done_before // 2} finished images skipped" in log
+    assert f"{done_before // 4} finished images skipped" in log  # 2 encoders + 2 controls per image
     assert f"removed a stale lock {out / '.lock'} left by pid {proc.pid}" in log  # the killed run's lock
     assert not (out / ".lock").exists()
     keys = [(json.loads(line)["encoder"], json.loads(line)["image_id"]) for line in jsonl.read_text().splitlines()]
-    assert len(keys) == len(set(keys)) == 20, "no image recomputed, none missing"
+    assert len(keys) == len(set(keys)) == 40, "no image recomputed, none missing"
 
     fresh = tmp_path / "fresh"  # the same profile without interruption gives the same table
     run_profile(_settings(image_folder, fresh, resolution=[64, 96], batch_size=1, cost=False))
@@ -148,6 +164,14 @@ def test_coco_json_with_labels_reports_sc_gt_and_spearman(coco_json, tmp_path):
     rho = sup["spearman_encoder_stride"]
     assert -1.0 <= rho["rho"] <= 1.0 and rho["n"] == 8 and 0.0 <= rho["p"] <= 1.0
     assert "reconstruction" in (out / "supervised_rq4.md").read_text()
+    # EF_gt next to SC_gt, and the label-free EF checked against it per stride (per encoder and pooled)
+    rec = json.loads((out / "per_image.jsonl").read_text().splitlines()[0])
+    assert {"SC_gt", "EF_gt", "EC_gt", "NC_gt", "EF_gt_lift"} <= set(rec["metrics"]["8"])
+    ef = sup["ef_vs_ef_gt"]["per_stride"]
+    for s in ("4", "8"):
+        assert ef[s]["pooled"]["n"] == 8 and [v["n"] for v in ef[s]["per_encoder"].values()] == [4, 4]
+        assert all(0.0 <= v["EF_gt"] <= 100.0 for v in ef[s]["per_encoder"].values())
+    assert "## EF vs EF_gt" in (out / "supervised_rq4.md").read_text()
 
 
 def test_cli_overrides_compose(tmp_path):
@@ -163,12 +187,18 @@ def test_cli_overrides_compose(tmp_path):
             "max_images=3", "resolution=[64,96]", "device=cpu", "variant=corrected",
             # the README's syntax: new keys in the open maps
             "weights.dinov3_vitb16=ckpt/dinov3_vitb16_pretrain_lvd1689m-73cec8be.pth",
-            "encoder_overrides.dinov3_vitb16.neck=raw", "metric_hparams.r1=1", "imports=[my_pkg.my_encoders]"])
+            "encoder_overrides.dinov3_vitb16.neck=raw", "metric_hparams.r1=1", "imports=[my_pkg.my_encoders]",
+            # encoders out of training checkpoints, controls, sharding
+            "encoders=[dinov3_vitb16,master@outputs/run,auxiliary@outputs/run/model_0000999.pth]",
+            "controls.random_init=true", "controls.noise_channels=[8,16,32,64]", "num_processes=2",
+            "cost_models=[outputs/run]"])
     assert cfg.dataset == "mgf_synthetic_val_panoptic" and list(cfg.resolution) == [64, 96]
     assert cfg.variant == "corrected" and cfg.max_images == 3
     assert cfg.weights == {"dinov3_vitb16": "ckpt/dinov3_vitb16_pretrain_lvd1689m-73cec8be.pth"}
     assert cfg.encoder_overrides.dinov3_vitb16.neck == "raw" and cfg.metric_hparams.r1 == 1
     assert list(cfg.imports) == ["my_pkg.my_encoders"]
+    assert list(cfg.encoders) == ["dinov3_vitb16", "master@outputs/run", "auxiliary@outputs/run/model_0000999.pth"]
+    assert cfg.controls.random_init is True and cfg.controls.noise is True and cfg.num_processes == 2
     with (pytest.raises(Exception, match="Could not override .max_imagse."),  # other keys stay closed: typos fail
           initialize_config_dir(config_dir=str(REPO / "configs" / "tools"), version_base=None)):
         compose("profile_encoders", overrides=["max_imagse=3"])
