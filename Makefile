@@ -19,10 +19,10 @@ test: setup
 	@echo "[test] $(PY) -m pytest -q tests"
 	@$(PY) -m pytest -q tests
 
-# Benchmarks: extra packages for the Mask2Former comparison, then every script (tables printed, JSON in benchmarks/results).
+# Benchmarks: extra packages for the Mask2Former comparison (maskformer2 comes with `setup`), then every script
+# (tables printed, JSON in benchmarks/results).
 bench: setup
 	@$(PY) -m pip install -q -e ".[bench]"
-	@$(PY) -c "import mask2former" 2>/dev/null || $(PY) -m pip install -q --no-deps --no-build-isolation maskformer2==0.1
 	@gpu=$$($(PY) -c "import torch; print(int(torch.cuda.is_available()))"); \
 	for b in benchmarks/*.py; do \
 		args=; [ "$$b" = benchmarks/gpu_check.py ] && [ "$$gpu" = 0 ] && args=--dry-run; \

@@ -23,7 +23,7 @@ fi
 PY="$VENV/bin/python"
 PIP=("$PY" -m pip --disable-pip-version-check)
 
-if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$KEY" ] && "$PY" -c "import mgfusion, detectron2, timm, hydra" 2>/dev/null; then
+if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$KEY" ] && "$PY" -c "import mgfusion, detectron2, timm, hydra, onnxruntime" 2>/dev/null; then
     step "environment up to date (delete $STAMP to force a reinstall)"
     exit 0
 fi
@@ -62,11 +62,25 @@ else
     "${PIP[@]}" install --no-deps panopticapi-lite==0.2.0
 fi
 
+if "$PY" -c "import importlib.util, sys; sys.exit(importlib.util.find_spec('mask2former') is None)" 2>/dev/null; then
+    step "maskformer2 already installed"
+else
+    # The original Mask2Former modules, for the checkpoint-converter test (tests/export) and the benchmark. Its
+    # metadata pins detectron2 from GitHub and old hydra/omegaconf, hence --no-deps; its top-level package is never
+    # imported (its __init__ needs detectron2's compiled ops), only mask2former.modeling.* submodules.
+    step "installing maskformer2==0.1 (--no-deps; built from its sdist with this venv's setuptools)"
+    "$PY" -c "import setuptools, wheel" 2>/dev/null || "${PIP[@]}" install setuptools wheel
+    "${PIP[@]}" install --no-deps --no-build-isolation maskformer2==0.1
+fi
+
 step "checking imports"
 "$PY" - <<'PY'
-import numpy, torch, timm, detectron2, hydra, mgfusion
+import importlib.util
+import numpy, torch, timm, detectron2, hydra, mgfusion, onnx, onnxruntime
+assert importlib.util.find_spec("mask2former") is not None, "maskformer2 is not installed"
 print(f"python ok: numpy {numpy.__version__}, torch {torch.__version__}, timm {timm.__version__}, "
-      f"detectron2 {detectron2.__version__}, hydra {hydra.__version__}, mgfusion {mgfusion.__version__}")
+      f"detectron2 {detectron2.__version__}, hydra {hydra.__version__}, mgfusion {mgfusion.__version__}, "
+      f"onnx {onnx.__version__}, onnxruntime {onnxruntime.__version__}")
 PY
 echo "$KEY" > "$STAMP"
 step "done: activate with 'source $VENV/bin/activate'"

@@ -62,7 +62,7 @@ def _check_inputs(
     num_levels = sampling_locations.shape[3]
     if len(spatial_shapes) != num_levels:
         raise ValueError(f"got {len(spatial_shapes)} spatial shapes for {num_levels} levels")
-    num_tokens = sum(int(h) * int(w) for h, w in spatial_shapes)
+    num_tokens = sum(h * w for h, w in spatial_shapes)
     if value.shape[1] != num_tokens:
         raise ValueError(
             f"value has {value.shape[1]} tokens but spatial_shapes {list(spatial_shapes)} sum to {num_tokens}"
@@ -103,13 +103,13 @@ def ms_deform_attn_grid_sample(
     batch, _, heads, head_dim = value.shape
     _, num_queries, _, num_levels, num_points, _ = sampling_locations.shape
     dtype = _compute_dtype(value)
-    sizes = [int(h) * int(w) for h, w in spatial_shapes]
+    sizes = [h * w for h, w in spatial_shapes]  # no int(): torch.export (ONNX) keeps the sizes symbolic
     values = value.to(dtype).split(sizes, dim=1)
     grids = 2.0 * sampling_locations.to(dtype) - 1.0
     weights = attention_weights.to(dtype).transpose(1, 2).reshape(batch * heads, 1, num_queries, num_levels, num_points)
     out = value.new_zeros((batch * heads, head_dim, num_queries), dtype=dtype)
     for level, (height, width) in enumerate(spatial_shapes):
-        level_value = values[level].permute(0, 2, 3, 1).reshape(batch * heads, head_dim, int(height), int(width))
+        level_value = values[level].permute(0, 2, 3, 1).reshape(batch * heads, head_dim, height, width)
         level_grid = grids[:, :, :, level].transpose(1, 2).reshape(batch * heads, num_queries, num_points, 2)
         samples = F.grid_sample(level_value, level_grid, mode="bilinear", padding_mode="zeros", align_corners=False)
         out = out + (samples * weights[:, :, :, level]).sum(-1)  # (B*M, D, Lq)

@@ -221,7 +221,7 @@ class MSDeformAttnPixelDecoder(nn.Module):
         for level, name in enumerate(self.transformer_in_features):
             x = self.input_proj[level](features[name])
             height, width = x.shape[-2:]
-            spatial_shapes.append((int(height), int(width)))
+            spatial_shapes.append((height, width))  # no int(): symbolic sizes must stay symbolic in torch.export
             srcs.append(x.flatten(2).transpose(1, 2))
             pos = sine_position_embedding(height, width, self.conv_dim, eps=self.pos_embed_eps, device=x.device)
             positions.append(pos + self.level_embed[level])
