@@ -103,10 +103,12 @@ def main(argv: list[str] | None = None) -> int:
         weights = None
         print("[export] weights=none: exporting randomly initialized weights (a test model, not a trained one)")
     torch.manual_seed(int(opt["seed"]))
+    from mgfusion.engine import CheckpointError
+
     try:
         cfg = load_config(source, [str(s) for s in opt["set"]])
         model = build_trained_model(cfg, weights, torch.device("cpu"))
-    except (FileNotFoundError, KeyError, ValueError) as e:
+    except (FileNotFoundError, KeyError, ValueError, CheckpointError) as e:
         fail(f"{e}")
     multiple = input_size_multiple(model)
     try:

@@ -69,28 +69,21 @@ def default_weights(source: str | os.PathLike | None) -> Path | None:
 
 def build_trained_model(cfg: DictConfig, weights: str | os.PathLike | None, device: torch.device) -> nn.Module:
     """Build ``cfg``'s model in eval mode on ``device`` and load ``weights`` strictly (a checkpoint with a
-    ``"model"`` state dict, as tools/train_net.py writes).
+    ``"model"`` state dict, as tools/train_net.py writes), with the same rule as the Predictor
+    (:func:`mgfusion.inference.loading.load_state_dict_strict`).
 
     Registers the config's datasets first (the model's class metadata comes from them). ``weights=None`` keeps the
     freshly initialized parameters (micro test models only: say so wherever the result is shown).
 
     Raises:
-        KeyError: the checkpoint lacks parameters of the model or has parameters the model lacks (both listed).
+        StrictLoadError: the checkpoint's keys or shapes do not match the model (missing, unexpected and mismatched
+            keys listed).
     """
-    from mgfusion.engine import build_model, read_checkpoint, register_datasets
+    from mgfusion.engine import build_model, register_datasets
+    from mgfusion.inference.loading import load_state_dict_strict
 
     register_datasets(cfg.dataset)
     model = build_model(cfg, device).eval()
     if weights is not None:
-        state = read_checkpoint(os.fspath(weights))
-        state = state.get("model", state)
-        missing, unexpected = model.load_state_dict(state, strict=False)
-        if missing or unexpected:
-            raise KeyError(f"{weights} does not match the model of this config: missing {_few(missing)}, "
-                           f"unexpected {_few(unexpected)}")
+        load_state_dict_strict(model, weights)
     return model
-
-
-def _few(keys: Sequence[str], limit: int = 8) -> str:
-    keys = list(keys)
-    return "[]" if not keys else ", ".join(keys[:limit]) + (f" ... ({len(keys)} in all)" if len(keys) > limit else "")
