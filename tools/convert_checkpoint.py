@@ -19,7 +19,9 @@ unchanged for a model whose ``backbone`` is the same detectron2 class. With ``--
 YAML's head settings (queries, decoder layers, widths, classes, thresholds, loss weights) are compared with the
 mgfusion config: architecture mismatches stop the conversion, inference/training ones are listed.
 
-Use the result with ``tools/train_net.py weights=OUT.pth`` (the backbone keeps the weights its config loads).
+Use the result with ``tools/train_net.py weights=OUT.pth weights_strict=false``: a head-only checkpoint has no
+backbone keys, so the strict default refuses it; with the opt-out the head is loaded, the backbone keeps the weights
+its config loads, and the skipped keys are logged and recorded in the run's metrics JSON.
 Exit status 2 for unmapped keys, shape or architecture mismatches, 0 otherwise.
 """
 
