@@ -68,7 +68,7 @@ def use_deform_attn_impl(model: nn.Module, impl: str) -> Iterator[None]:
     saved = [(m.core, m.impl) for m in modules]
     try:
         for m in modules:
-            m.core, m.impl = DEFORM_ATTN_IMPLS[impl], impl
+            m.core, m.impl = DEFORM_ATTN_IMPLS.get(impl), impl
         yield
     finally:
         for m, (core, name) in zip(modules, saved):
