@@ -21,7 +21,7 @@ sam2_hiera_micro       SAM2 Hiera architecture, 32 dim,       native 4 stages   
 =====================  =====================================  =================  ===============================
 
 DINOv3 uses timm's ``_qkvb`` variants: the official checkpoints carry qkv biases and the non-``_qkvb`` models would
-silently drop them (STACK.md). Plain-ViT encoders accept ``neck=``, ``neck_channels=``, ``taps=``; every encoder
+silently drop them (docs/install.md). Plain-ViT encoders accept ``neck=``, ``neck_channels=``, ``taps=``; every encoder
 accepts ``weights=``, ``strict=`` and ``timm_kwargs=``.
 
 Every encoder with released weights is registered with ``requires_weights=True``: a training config that leaves its
