@@ -9,10 +9,12 @@ Depends on torch and timm only (the detectron2 adapter lives in :mod:`mgfusion.m
 
 from . import zoo as _zoo  # noqa: F401  (registers the built-in encoders)
 from .base import IMAGENET_MEAN_255, IMAGENET_STD_255, Encoder, LevelSpec, output_hw, pad_to_multiple
+from .fixed_input import FixedSizeInput, fill_canvas
 from .fusion import FusionBackbone, argmax_stride, build_fusion_backbone, count_injected_parameters, read_profile_ef
 from .injection import InjectionOperator, build_injection, list_injections, match_channels, register_injection
 from .necks import PyramidNeck, build_neck, list_necks, register_neck
 from .registry import UnknownEncoderError, build_encoder, get_encoder_factory, list_encoders, register_encoder
+from .sam2_fpn import SAM2FpnEncoder, SAM2FpnNeck, load_sam2_neck_weights
 from .timm_encoders import HierarchicalEncoder, PlainViTEncoder, create_timm_trunk
 from .weights import (
     WEIGHT_FAMILIES,
@@ -30,6 +32,7 @@ __all__ = [
     "PyramidNeck", "build_neck", "list_necks", "register_neck",
     "UnknownEncoderError", "build_encoder", "get_encoder_factory", "list_encoders", "register_encoder",
     "HierarchicalEncoder", "PlainViTEncoder", "create_timm_trunk",
+    "SAM2FpnEncoder", "SAM2FpnNeck", "load_sam2_neck_weights", "FixedSizeInput", "fill_canvas",
     "WEIGHT_FAMILIES", "CheckpointMismatchError", "CheckpointReadError", "WeightFamily", "load_weights_into",
     "read_state_dict",
 ]

@@ -99,6 +99,9 @@ class FusionBackbone(Encoder):
         missing = [s for s in self.out_strides if s not in self.auxiliary.out_strides]
         if missing:
             raise ValueError(f"auxiliary encoder lacks strides {missing} of the master pyramid {self.out_strides}")
+        if any(getattr(e, "level_aliases", None) for e in (self.master, self.auxiliary)):  # e.g. reproduce_b9
+            raise ValueError("an encoder that repeats a pyramid level (reproduce_b9) is a single-encoder baseline "
+                             "option only; the fusion needs true stride 4/8/16/32 levels (docs/differences.md, B9)")
 
         self.profile_source: str | None = None
         if inject is None:

@@ -12,6 +12,8 @@ _reg
 samvit_{b,l}           samvit_{base,large}_patch16            neck from /16      sam_vit_{b,l}_*.pth
 sam2_hiera_{t,s,       sam2_hiera_{tiny,small,base_plus,      native 4 stages    sam2[.1]_hiera_*.pt
 bplus,l}               large}
+sam2_hiera_{t,s,       the same trunks + SAM2's FPN neck       FPN neck, 256 ch   sam2[.1]_hiera_*.pt (trunk and
+bplus,l}_fpn           (:mod:`.sam2_fpn`)                                         neck)
 swin_b                 swin_base_patch4_window12_384          native 4 stages    swin_base_patch4_window12_384*.pth
 dinov3_micro16         DINOv3 architecture, 96 dim, 4 blocks  neck from /16      (none)
 sam2_hiera_micro       SAM2 Hiera architecture, 32 dim,       native 4 stages    (none)
@@ -32,6 +34,7 @@ from __future__ import annotations
 from typing import Any
 
 from .registry import register_encoder
+from .sam2_fpn import SAM2FpnEncoder
 from .timm_encoders import HierarchicalEncoder, PlainViTEncoder
 
 _SIZES = {"s": "small", "b": "base", "l": "large"}
@@ -44,6 +47,10 @@ def _vit(model_name: str, family: str, final_norm: bool = True, **kwargs: Any) -
 
 def _hier(model_name: str, family: str, **kwargs: Any) -> HierarchicalEncoder:
     return HierarchicalEncoder(model_name=model_name, family=family, **kwargs)
+
+
+def _sam2_fpn(model_name: str, family: str, **kwargs: Any) -> SAM2FpnEncoder:
+    return SAM2FpnEncoder(model_name=model_name, family=family, **kwargs)
 
 
 def _with_timm_defaults(factory, model_name: str, family: str, timm_defaults: dict[str, Any], **more: Any):
@@ -77,6 +84,9 @@ for _k in ("b", "l"):
 
 for _k, _name in {"t": "tiny", "s": "small", "bplus": "base_plus", "l": "large"}.items():
     register_encoder(f"sam2_hiera_{_k}", requires_weights=True)(_with_timm_defaults(_hier, f"sam2_hiera_{_name}", "sam2", {}))
+    # SAM2's image encoder as the authors' single-encoder baseline builds it: trunk + SAM2's FPN neck
+    register_encoder(f"sam2_hiera_{_k}_fpn", requires_weights=True)(
+        _with_timm_defaults(_sam2_fpn, f"sam2_hiera_{_name}", "sam2", {}))
 
 register_encoder("swin_b", requires_weights=True)(
     _with_timm_defaults(

@@ -38,10 +38,16 @@ RELEASES = {
     "sam2_hiera_s": ["sam2.1_hiera_small.pt"],
     "sam2_hiera_bplus": ["sam2.1_hiera_base_plus.pt"],
     "sam2_hiera_l": ["sam2.1_hiera_large.pt"],
+    # trunk + SAM2's FPN neck: the neck keys (image_encoder.neck.*) load strictly as well
+    "sam2_hiera_t_fpn": ["sam2.1_hiera_tiny.pt"],
+    "sam2_hiera_s_fpn": ["sam2.1_hiera_small.pt"],
+    "sam2_hiera_bplus_fpn": ["sam2.1_hiera_base_plus.pt"],
+    "sam2_hiera_l_fpn": ["sam2.1_hiera_large.pt"],
     "swin_b": ["swin_base_patch4_window12_384_22k.pth"],
 }
 SLOW = {"dinov3_vitb16", "dinov3_vitl16", "dinov2_vitb14", "dinov2_vitl14", "dinov2_vitb14_reg", "dinov2_vitl14_reg",
-        "samvit_l", "sam2_hiera_s", "sam2_hiera_bplus", "sam2_hiera_l", "swin_b"}
+        "samvit_l", "sam2_hiera_s", "sam2_hiera_bplus", "sam2_hiera_l", "swin_b", "sam2_hiera_t_fpn", "sam2_hiera_s_fpn",
+        "sam2_hiera_bplus_fpn", "sam2_hiera_l_fpn"}
 #: SAM2 releases whose trunk keys equal their SAM2.1 twin's (checked below without building a model), so loading the
 #: twin covers them.
 SAM2_TWINS = {f"sam2_hiera_{s}.pt": f"sam2.1_hiera_{s}.pt" for s in ("small", "base_plus", "large")}
