@@ -37,7 +37,7 @@ else
     "${PIP[@]}" install torch==2.14.1 torchvision==0.29.1
 fi
 
-step "installing mgfusion (editable) with its dependencies and the dev extra"
+step "installing mgfusion (editable) with its dependencies and the dev extra (pytest, scikit-image, peft for LoRA)"
 "${PIP[@]}" install -e ".[dev]"
 
 # detectron2 comes after mgfusion's own dependencies: importing it needs fvcore, iopath, pycocotools, ...
@@ -64,9 +64,10 @@ fi
 
 step "checking imports"
 "$PY" - <<'PY'
-import numpy, torch, timm, detectron2, hydra, mgfusion
+import numpy, torch, timm, detectron2, hydra, mgfusion, peft
 print(f"python ok: numpy {numpy.__version__}, torch {torch.__version__}, timm {timm.__version__}, "
-      f"detectron2 {detectron2.__version__}, hydra {hydra.__version__}, mgfusion {mgfusion.__version__}")
+      f"detectron2 {detectron2.__version__}, hydra {hydra.__version__}, peft {peft.__version__}, "
+      f"mgfusion {mgfusion.__version__}")
 PY
 echo "$KEY" > "$STAMP"
 step "done: activate with 'source $VENV/bin/activate'"

@@ -21,6 +21,7 @@ from detectron2.utils.env import seed_all_rng
 from detectron2.utils.logger import setup_logger
 from omegaconf import DictConfig, OmegaConf
 
+from mgfusion.backbones.tuning import merge_lora, tuning_record
 from mgfusion.evaluation import grouped_class_markdown, matching_groupings
 from mgfusion.utils.io import atomic_write_text
 
@@ -101,7 +102,8 @@ def _train(cfg: DictConfig, output_dir: str, seed: int) -> dict[str, Any]:
     if comm.is_main_process() and results:
         logger.info("Final results (iteration %d):\n%s", trainer.max_iter, format_results(results))
         write_metrics_json(os.path.join(output_dir, FINAL_METRICS), results, iteration=trainer.max_iter,
-                           weights=os.path.join(output_dir, f"{trainer.checkpointer.file_prefix}_final.pth"))
+                           weights=os.path.join(output_dir, f"{trainer.checkpointer.file_prefix}_final.pth"),
+                           tuning=tuning_record(trainer.model))
         _write_class_tables(results, output_dir)
     return results
 
@@ -110,12 +112,14 @@ def _evaluate_checkpoint(cfg: DictConfig, output_dir: str) -> dict[str, Any]:
     model = build_model(cfg, resolve_device(cfg.device))
     logger.info(describe_parameters(model))
     extra = AtomicCheckpointer(model, output_dir).load(str(cfg.weights), checkpointables=[])
+    if cfg.get("merge_lora") and merge_lora(model):  # fold LoRA adapters into the weights (same outputs, faster)
+        logger.info("Merged the LoRA adapters into the encoder weights (merge_lora=true)")
     results = evaluate(model, cfg.dataset, output_dir=output_dir, num_workers=cfg.runtime.num_workers)
     if comm.is_main_process():
         iteration = extra.get("iteration")
         logger.info("Results of %s (iteration %s):\n%s", cfg.weights, iteration, format_results(results))
         write_metrics_json(os.path.join(output_dir, EVAL_METRICS), results, iteration=iteration,
-                           weights=os.path.abspath(str(cfg.weights)))
+                           weights=os.path.abspath(str(cfg.weights)), tuning=tuning_record(model))
         _write_class_tables(results, output_dir)
     return results
 

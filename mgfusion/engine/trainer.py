@@ -20,6 +20,8 @@ from detectron2.utils.events import CommonMetricPrinter, EventWriter, JSONWriter
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
+from mgfusion.backbones.tuning import TuningRecord
+
 from .build import build_model, describe_parameters
 from .checkpoint import AtomicCheckpointer
 from .config import micro_batch_size, resolve_device
@@ -98,7 +100,8 @@ class Trainer(TrainerBase):
         logger.info("Optimizer step: %d image(s) in %d micro-batch(es) of %d over %d process(es); precision %s; %s",
                     solver.ims_per_batch, solver.grad_accum_steps, self.micro_batch, comm.get_world_size(), precision,
                     self._trainer.clipper or "no gradient clipping")
-        self.checkpointer = AtomicCheckpointer(self.model, output_dir, trainer=weakref.proxy(self))
+        self.checkpointer = AtomicCheckpointer(self.model, output_dir, trainer=weakref.proxy(self),
+                                               tuning=TuningRecord(self.model))  # the encoders' tuning modes
         self.start_iter = 0
         self.max_iter = int(solver.max_iter)
         self.last_eval_results: dict[str, Any] | None = None
