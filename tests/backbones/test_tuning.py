@@ -19,6 +19,7 @@ from mgfusion.backbones import (
     merge_lora,
     tuning_record,
 )
+from mgfusion.backbones.tuning import TuningRecord
 
 pytest.importorskip("peft", reason="LoRA tests need peft: pip install 'mgfusion[lora]'")
 
@@ -149,6 +150,17 @@ def test_fusion_checkpoint_records_the_master_mode():
     record = tuning_record(fb)
     assert record["master"]["mode"] == "last_n" and record["master"]["last_n_blocks"] == 1
     assert record["auxiliary"] == {"mode": "frozen", "grad_checkpointing": False, "trainable_parameters": 0}
+
+
+def test_checkpoint_record_checks_the_modes_on_resume():
+    model = nn.ModuleDict({"master": build_encoder("dinov3_micro16", tuning="last_n", last_n_blocks=2)})
+    record = TuningRecord(model).state_dict()
+    assert record == {"master": {"mode": "last_n", "grad_checkpointing": False, "last_n_blocks": 2,
+                                 "trainable_parameters": trainable(model)}}
+    TuningRecord(model).load_state_dict(record)  # same modes: accepted
+    other = nn.ModuleDict({"master": build_encoder("dinov3_micro16", tuning="last_n", last_n_blocks=3)})
+    with pytest.raises(TuningMismatchError, match="differs from the model's"):
+        TuningRecord(other).load_state_dict(record)
 
 
 def test_frozen_mode_and_the_train_master_alias():
