@@ -19,7 +19,8 @@ skip the inference timing unless ``--infer-images`` is given. ``--random-init`` 
 encoders when this checkout requires that opt-in for foundation encoders without weights.
 
 Peak memory is the process's peak RSS on CPU (includes imports and model construction) and
-``torch.cuda.max_memory_allocated`` during the timed steps on GPU. Prints a table, writes JSON
+``torch.cuda.max_memory_allocated`` during the timed steps on GPU. On a shared CPU, compare ``cpu_s_per_iter`` (CPU
+seconds per step, all threads) rather than the wall time, which grows with other processes' load. Prints a table, writes JSON
 (default benchmarks/results/train_speed.json).
 """
 
@@ -73,24 +74,30 @@ def _peak_rss_mb() -> float:
 
 
 def measure_training(trainer: Trainer, *, warmup: int, iters: int) -> dict[str, float]:
-    """Median seconds per optimizer step (data loading included) and peak memory over ``iters`` timed steps."""
+    """Median seconds per optimizer step (data loading included) and peak memory over ``iters`` timed steps.
+
+    ``cpu_s_per_iter`` is the process's CPU time per step (all threads): on a shared CPU it does not grow with other
+    processes' load as the wall time does, so it compares settings measured at different moments.
+    """
     device = trainer.device
-    times, data_times = [], []
+    times, cpu_times, data_times = [], [], []
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     with EventStorage(0) as storage:
         for it in range(warmup + iters):
             storage.iter = trainer.iter = it
             _sync(device)
-            start = time.perf_counter()
+            start, cpu_start = time.perf_counter(), time.process_time()
             trainer.run_step()
             _sync(device)
             if it >= warmup:
                 times.append(time.perf_counter() - start)
+                cpu_times.append(time.process_time() - cpu_start)
                 data_times.append(storage.history("data_time").latest())
     peak = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else _peak_rss_mb()
     step = statistics.median(times)
-    return {"s_per_iter": step, "min_s_per_iter": min(times), "data_s_per_iter": statistics.median(data_times),
+    return {"s_per_iter": step, "min_s_per_iter": min(times), "cpu_s_per_iter": statistics.median(cpu_times),
+            "data_s_per_iter": statistics.median(data_times),
             "train_images_per_s": trainer.cfg.solver.ims_per_batch / step, "peak_mem_MB": peak}
 
 
@@ -229,7 +236,7 @@ def main() -> None:
     if args.modes:
         rows = run_modes(args, overrides)
         columns = ["mode", "status", "trainable_M", "master_trainable_M", "s_per_iter", "min_s_per_iter",
-                   "peak_mem_MB", "precision", "ims_per_batch"]
+                   "cpu_s_per_iter", "peak_mem_MB", "precision", "ims_per_batch"]
         title = f"Training step per master tuning mode (median of {args.iters} after {args.warmup} warm-up)"
     else:
         args.infer_images = 16 if args.infer_images is None else args.infer_images
