@@ -37,7 +37,7 @@ else
     "${PIP[@]}" install torch==2.14.1 torchvision==0.29.1
 fi
 
-step "installing mgfusion (editable) with its dependencies and the dev extra"
+step "installing mgfusion (editable) with its dependencies and the dev extra (pytest, scikit-image, peft for LoRA)"
 "${PIP[@]}" install -e ".[dev]"
 
 # detectron2 comes after mgfusion's own dependencies: importing it needs fvcore, iopath, pycocotools, ...
@@ -76,11 +76,11 @@ fi
 step "checking imports"
 "$PY" - <<'PY'
 import importlib.util
-import numpy, torch, timm, detectron2, hydra, mgfusion, onnx, onnxruntime
+import numpy, torch, timm, detectron2, hydra, mgfusion, onnx, onnxruntime, peft
 assert importlib.util.find_spec("mask2former") is not None, "maskformer2 is not installed"
 print(f"python ok: numpy {numpy.__version__}, torch {torch.__version__}, timm {timm.__version__}, "
       f"detectron2 {detectron2.__version__}, hydra {hydra.__version__}, mgfusion {mgfusion.__version__}, "
-      f"onnx {onnx.__version__}, onnxruntime {onnxruntime.__version__}")
+      f"onnx {onnx.__version__}, onnxruntime {onnxruntime.__version__}, peft {peft.__version__}")
 PY
 echo "$KEY" > "$STAMP"
 step "done: activate with 'source $VENV/bin/activate'"

@@ -8,14 +8,55 @@ Depends on torch and timm only (the detectron2 adapter lives in :mod:`mgfusion.m
 """
 
 from . import zoo as _zoo  # noqa: F401  (registers the built-in encoders)
-from .base import IMAGENET_MEAN_255, IMAGENET_STD_255, Encoder, LevelSpec, output_hw, pad_to_multiple
+from .base import (
+    IMAGENET_MEAN_255,
+    IMAGENET_STD_255,
+    Encoder,
+    LevelSpec,
+    output_hw,
+    pad_to_multiple,
+)
+from .distillation import (
+    DistillationSettings,
+    FeatureDistillation,
+    pop_auxiliary_losses,
+)
 from .fixed_input import FixedSizeInput, fill_canvas
-from .fusion import FusionBackbone, argmax_stride, build_fusion_backbone, count_injected_parameters, read_profile_ef
-from .injection import InjectionOperator, build_injection, list_injections, match_channels, register_injection
+from .fusion import (
+    INFERENCE_MODES,
+    FusionBackbone,
+    argmax_stride,
+    build_fusion_backbone,
+    count_injected_parameters,
+    read_profile_ef,
+)
+from .injection import (
+    InjectionOperator,
+    build_injection,
+    list_injections,
+    match_channels,
+    register_injection,
+)
 from .necks import PyramidNeck, build_neck, list_necks, register_neck
-from .registry import UnknownEncoderError, build_encoder, get_encoder_factory, list_encoders, register_encoder
+from .registry import (
+    UnknownEncoderError,
+    build_encoder,
+    get_encoder_factory,
+    list_encoders,
+    register_encoder,
+)
 from .sam2_fpn import SAM2FpnEncoder, SAM2FpnNeck, load_sam2_neck_weights
 from .timm_encoders import HierarchicalEncoder, PlainViTEncoder, create_timm_trunk
+from .tuning import (
+    TUNING_MODES,
+    LoraSettings,
+    TuningMismatchError,
+    TuningSettings,
+    layer_decay_scales,
+    layer_ids,
+    merge_lora,
+    tuning_record,
+)
 from .weights import (
     WEIGHT_FAMILIES,
     CheckpointMismatchError,
@@ -26,13 +67,55 @@ from .weights import (
 )
 
 __all__ = [
-    "FusionBackbone", "argmax_stride", "build_fusion_backbone", "count_injected_parameters", "read_profile_ef",
-    "InjectionOperator", "build_injection", "list_injections", "match_channels", "register_injection",
-    "Encoder", "LevelSpec", "IMAGENET_MEAN_255", "IMAGENET_STD_255", "output_hw", "pad_to_multiple",
-    "PyramidNeck", "build_neck", "list_necks", "register_neck",
-    "UnknownEncoderError", "build_encoder", "get_encoder_factory", "list_encoders", "register_encoder",
-    "HierarchicalEncoder", "PlainViTEncoder", "create_timm_trunk",
-    "SAM2FpnEncoder", "SAM2FpnNeck", "load_sam2_neck_weights", "FixedSizeInput", "fill_canvas",
-    "WEIGHT_FAMILIES", "CheckpointMismatchError", "CheckpointReadError", "WeightFamily", "load_weights_into",
+    "IMAGENET_MEAN_255",
+    "IMAGENET_STD_255",
+    "INFERENCE_MODES",
+    "TUNING_MODES",
+    "WEIGHT_FAMILIES",
+    "CheckpointMismatchError",
+    "CheckpointReadError",
+    "DistillationSettings",
+    "Encoder",
+    "FeatureDistillation",
+    "FixedSizeInput",
+    "FusionBackbone",
+    "HierarchicalEncoder",
+    "InjectionOperator",
+    "LevelSpec",
+    "LoraSettings",
+    "PlainViTEncoder",
+    "PyramidNeck",
+    "SAM2FpnEncoder",
+    "SAM2FpnNeck",
+    "TuningMismatchError",
+    "TuningSettings",
+    "UnknownEncoderError",
+    "WeightFamily",
+    "argmax_stride",
+    "build_encoder",
+    "build_fusion_backbone",
+    "build_injection",
+    "build_neck",
+    "count_injected_parameters",
+    "create_timm_trunk",
+    "fill_canvas",
+    "get_encoder_factory",
+    "layer_decay_scales",
+    "layer_ids",
+    "list_encoders",
+    "list_injections",
+    "list_necks",
+    "load_sam2_neck_weights",
+    "load_weights_into",
+    "match_channels",
+    "merge_lora",
+    "output_hw",
+    "pad_to_multiple",
+    "pop_auxiliary_losses",
+    "read_profile_ef",
     "read_state_dict",
+    "register_encoder",
+    "register_injection",
+    "register_neck",
+    "tuning_record",
 ]

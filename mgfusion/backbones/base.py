@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import abc
 import contextlib
+import dataclasses
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Iterator
 
 import torch
 import torch.nn.functional as F
@@ -112,20 +113,29 @@ class Encoder(nn.Module, metaclass=abc.ABCMeta):
         """True after :meth:`freeze`."""
         return self._frozen
 
-    def freeze(self, no_grad: bool = True) -> "Encoder":
+    def freeze(self, no_grad: bool = True) -> Encoder:
         """Freeze: parameters get ``requires_grad=False``; the module stays in eval mode under ``.train()``.
+
+        An encoder with tuning settings (:mod:`mgfusion.backbones.tuning`) records ``tuning=frozen``; one built
+        with ``last_n`` or ``lora`` refuses to be frozen.
 
         Args:
             no_grad: also run :meth:`forward` under ``torch.no_grad()`` so no autograd graph is built (default).
                 Pass False to keep gradients w.r.t. the *input* flowing through the frozen encoder.
         """
+        tuning = getattr(self, "tuning", None)
+        if tuning is not None and tuning.mode in ("last_n", "lora"):
+            raise ValueError(f"{type(self).__name__} was built with tuning={tuning.describe()}; freezing it would "
+                             "contradict that (use tuning=frozen; a fusion's auxiliary is always frozen)")
         for p in self.parameters():
             p.requires_grad_(False)
+        if tuning is not None and tuning.mode != "frozen":
+            self.tuning = dataclasses.replace(tuning, mode="frozen")
         self._frozen = True
         self._frozen_no_grad = no_grad
         return self.train(False)
 
-    def train(self, mode: bool = True) -> "Encoder":
+    def train(self, mode: bool = True) -> Encoder:
         return super().train(False if self._frozen else mode)
 
     def _grad_context(self) -> contextlib.AbstractContextManager:

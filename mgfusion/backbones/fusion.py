@@ -15,12 +15,19 @@ The injection stride comes from the constructor (``inject={16: "replace"}``), or
 (``inject_from_profile=path``: argmax over strides of the auxiliary's mean EF, SPEC §4). ``dynamic_stride=True``
 reproduces the authors' code (SPEC §4, bug B10): the stride is re-selected on every forward pass as the argmax of the
 batch-summed reference EF of the auxiliary's levels; it is off by default.
+
+Auxiliary-free inference (:mod:`.distillation`): with ``distillation`` enabled, training adds a loss aligning a 1x1
+projection of the master's own map at each injection stride to the auxiliary's map; ``inference="distilled"`` then
+evaluates without ever calling the auxiliary (the projected master map takes its place in the operator), and
+:meth:`FusionBackbone.drop_auxiliary` removes it from the model. ``inference="master_only"`` evaluates the master's
+own pyramid. Training always runs the auxiliary (the fusion, and the distillation target).
 """
 
 from __future__ import annotations
 
 import os
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -30,10 +37,14 @@ from torch import nn
 from mgfusion.profiling.selection import argmax_stride, read_profile_ef
 
 from .base import Encoder
+from .distillation import DistillationSettings, FeatureDistillation
 from .injection import InjectionOperator, build_injection
 from .registry import build_encoder
 
 EncoderSpec = Encoder | str | Mapping[str, Any]
+
+#: what the fusion backbone computes in eval mode (training always fuses)
+INFERENCE_MODES = ("fused", "master_only", "distilled")
 
 
 def _as_encoder(spec: EncoderSpec, role: str) -> tuple[Encoder, str | None]:
@@ -64,10 +75,14 @@ class FusionBackbone(Encoder):
         profile_encoder: the auxiliary's name in the profile (default: the auxiliary's registry name, else the
             profile's recommended auxiliary).
         operator: operator used with ``inject_from_profile`` / ``dynamic_stride`` (default ``replace``).
-        train_master: False freezes the master as well (the paper's "FZ master" settings B and D).
+        train_master: False freezes the master as well (the paper's "FZ master" settings B and D); an alias of
+            the master's ``tuning=frozen`` kept for old configs (it contradicts ``last_n`` and ``lora``).
         aux_input_size: ``None`` = the auxiliary sees the master's input; an int resizes the input so its long side
             has that many pixels (e.g. 1024 for SAM2); ``(H, W)`` resizes to that size.
         dynamic_stride: reproduction option: choose the stride per batch by the auxiliary's reference EF (SPEC §4).
+        distillation: ``{enabled, weight, loss: cosine|mse|both, detach_student}`` (:mod:`.distillation`).
+        inference: eval-mode behaviour: ``fused`` (default), ``master_only`` (the master's own pyramid, no auxiliary)
+            or ``distilled`` (needs ``distillation``; the projected master map replaces the auxiliary's).
 
     ``forward(x: (B,3,H,W) normalized with the master's stats) -> {stride: (B, C_master[s], ceil(H/s), ceil(W/s))}``.
     """
@@ -84,12 +99,18 @@ class FusionBackbone(Encoder):
         train_master: bool = True,
         aux_input_size: int | Sequence[int] | None = None,
         dynamic_stride: bool = False,
+        distillation: Mapping[str, Any] | DistillationSettings | None = None,
+        inference: str = "fused",
     ) -> None:
         super().__init__()
         self.master, self.master_name = _as_encoder(master, "master")
         self.auxiliary, self.auxiliary_name = _as_encoder(auxiliary, "auxiliary")
         self.auxiliary.freeze()
         if not train_master:
+            master_tuning = getattr(self.master, "tuning", None)
+            if master_tuning is not None and master_tuning.mode in ("last_n", "lora"):
+                raise ValueError(f"train_master=false contradicts the master's tuning={master_tuning.describe()}; "
+                                 "use backbone.master.tuning=frozen (train_master is its old alias)")
             self.master.freeze()
         self.out_strides = tuple(self.master.out_strides)
         self.out_channels = dict(self.master.out_channels)
@@ -126,11 +147,23 @@ class FusionBackbone(Encoder):
             for s, op in sorted(inject.items())
         })
         self.dynamic_stride = bool(dynamic_stride)
+        settings = distillation if isinstance(distillation, DistillationSettings) else \
+            DistillationSettings.from_config(distillation)
+        if settings.enabled and self.dynamic_stride:
+            raise ValueError("backbone.distillation needs fixed injection strides; it cannot be combined with "
+                             "backbone.fusion.dynamic=true")
+        self.distillation = FeatureDistillation(
+            {s: self.master.out_channels[s] for s in inject}, {s: self.auxiliary.out_channels[s] for s in inject},
+            settings) if settings.enabled else None
+        distilled_into_master = settings.enabled and not settings.detach_student
         if not self.dynamic_stride:  # a replaced master level is discarded: its own parameters would get no gradient
-            for s, op in inject.items():
-                if op == "replace":
+            for s, op in inject.items():  # (unless the distillation loss trains it)
+                if op == "replace" and not distilled_into_master:
                     for p in self.master.level_only_parameters(s):
                         p.requires_grad_(False)
+        self.inference = "fused"
+        self.set_inference(inference)
+        self._pending_losses: dict[str, torch.Tensor] | None = None
         if aux_input_size is not None and not isinstance(aux_input_size, int):
             aux_input_size = tuple(int(v) for v in aux_input_size)
             if len(aux_input_size) != 2:
@@ -151,6 +184,33 @@ class FusionBackbone(Encoder):
     def injector(self, stride: int) -> InjectionOperator:
         """The operator injecting at ``stride``."""
         return self.injectors[str(stride)]
+
+    # ---- auxiliary-free inference ----------------------------------------------------------------------------
+    def set_inference(self, mode: str) -> FusionBackbone:
+        """Choose the eval-mode behaviour: ``fused``, ``master_only`` or ``distilled`` (see the class docstring)."""
+        if mode not in INFERENCE_MODES:
+            raise ValueError(f"backbone.fusion.inference={mode!r}; valid: {', '.join(INFERENCE_MODES)}")
+        if mode == "distilled" and self.distillation is None:
+            raise ValueError("backbone.fusion.inference=distilled needs a model trained with feature distillation "
+                             "(backbone.distillation.enabled=true): the projection of the master's features is "
+                             "part of the model")
+        if mode == "fused" and self.auxiliary is None:
+            raise ValueError("the auxiliary encoder was dropped (drop_auxiliary()); fused inference needs it")
+        self.inference = mode
+        return self
+
+    def drop_auxiliary(self) -> FusionBackbone:
+        """Remove the auxiliary encoder (for deployment and export after ``inference`` master_only / distilled):
+        its parameters leave the model and its state dict; the model can no longer train or run fused."""
+        if self.inference == "fused":
+            raise ValueError("set_inference('distilled') or 'master_only' before dropping the auxiliary encoder")
+        self.auxiliary = None
+        return self
+
+    def pop_losses(self) -> dict[str, torch.Tensor]:
+        """The distillation losses of the last training forward pass (then cleared); ``{}`` if none."""
+        losses, self._pending_losses = self._pending_losses or {}, None
+        return losses
 
     # ---- preprocessing ---------------------------------------------------------------------------------------
     def to_rgb255(self, x: torch.Tensor) -> torch.Tensor:
@@ -177,7 +237,25 @@ class FusionBackbone(Encoder):
     # ---- forward ---------------------------------------------------------------------------------------------
     def forward_padded(self, x: torch.Tensor) -> dict[int, torch.Tensor]:
         feats = dict(self.master(x))
+        mode = "fused" if self.training else self.inference
+        if mode == "master_only":
+            self.last_injected = ()
+            return feats
+        if mode == "distilled":  # the auxiliary is never called
+            for s in self.inject_strides:
+                feats[s] = self.injector(s)(feats[s], self.distillation.project(s, feats[s]))
+            self.last_injected = self.inject_strides
+            return feats
+        if self.auxiliary is None:
+            raise RuntimeError("the auxiliary encoder was dropped (drop_auxiliary()); this model can only be "
+                               "evaluated with inference=master_only or distilled")
         aux = self.auxiliary(self.auxiliary_input(x))  # frozen: no autograd graph
+        if self.training and self.distillation is not None:
+            if self._pending_losses is not None:
+                raise RuntimeError(
+                    "the distillation loss of the previous training step was never collected: the "
+                    "meta-architecture must add mgfusion.backbones.pop_auxiliary_losses(backbone) to its losses")
+            self._pending_losses = self.distillation.losses(feats, aux)
         strides = self.inject_strides
         if self.dynamic_stride:
             strides = (self._select_dynamic_stride(aux, x),)
@@ -188,7 +266,9 @@ class FusionBackbone(Encoder):
 
     def _select_dynamic_stride(self, aux: dict[int, torch.Tensor], x: torch.Tensor) -> int:
         """The authors' per-batch rule: argmax over strides of the batch-summed reference EF of the aux levels."""
-        from mgfusion.metrics import compute_metrics  # torch/numpy-only package; imported lazily
+        from mgfusion.metrics import (
+            compute_metrics,  # torch/numpy-only package; imported lazily
+        )
 
         images = self.to_rgb255(x.float()).clamp(0, 255)
         with torch.no_grad():
@@ -199,7 +279,8 @@ class FusionBackbone(Encoder):
     def extra_repr(self) -> str:
         inj = ", ".join(f"{s}:{self.injector(s).op_name}" for s in self.inject_strides)
         mode = "dynamic" if self.dynamic_stride else "fixed"
-        return f"inject={{{inj}}} ({mode}), aux_input_size={self.aux_input_size}, " + super().extra_repr()
+        return (f"inject={{{inj}}} ({mode}), aux_input_size={self.aux_input_size}, inference={self.inference}, "
+                + super().extra_repr())
 
 
 def build_fusion_backbone(
@@ -209,8 +290,10 @@ def build_fusion_backbone(
     fusion: Mapping[str, Any] | None = None,
     train_master: bool = True,
     aux_input_size: int | Sequence[int] | None = None,
+    distillation: Mapping[str, Any] | None = None,
 ) -> FusionBackbone:
-    """Hydra-friendly builder: ``fusion = {stride, operator, from_profile, profile_encoder, dynamic}``.
+    """Hydra-friendly builder: ``fusion = {stride, operator, from_profile, profile_encoder, dynamic, inference}``;
+    ``distillation = {enabled, weight, loss, detach_student}`` (see :class:`FusionBackbone`).
 
     Exactly one of three ways chooses the injection stride: ``stride`` (an int, the paper, or a list of ints for
     multi-stride injection), ``from_profile`` (a profile ``summary.json``: argmax of the auxiliary's EF) or
@@ -219,6 +302,7 @@ def build_fusion_backbone(
     stride from the CLI: ``backbone.fusion.stride=4,8,16,32 -m``.
     """
     fusion = dict(fusion or {})
+    inference = str(fusion.pop("inference", None) or "fused")  # eval-mode behaviour (auxiliary-free inference)
     unknown = set(fusion) - {"stride", "operator", "from_profile", "profile_encoder", "dynamic"}
     if unknown:
         raise ValueError(f"unknown fusion keys {sorted(unknown)}; valid: stride, operator, from_profile, "
@@ -247,6 +331,7 @@ def build_fusion_backbone(
         master=master, auxiliary=auxiliary, inject=inject, inject_from_profile=profile or None,
         profile_encoder=fusion.get("profile_encoder"), operator=op, train_master=train_master,
         aux_input_size=aux_input_size, dynamic_stride=dynamic,
+        distillation=distillation, inference=inference,
     )
 
 
@@ -255,5 +340,11 @@ def count_injected_parameters(backbone: FusionBackbone) -> int:
     return sum(p.numel() for p in backbone.injectors.parameters())
 
 
-__all__ = ["FusionBackbone", "build_fusion_backbone", "read_profile_ef", "argmax_stride",
-           "count_injected_parameters"]
+__all__ = [
+    "INFERENCE_MODES",
+    "FusionBackbone",
+    "argmax_stride",
+    "build_fusion_backbone",
+    "count_injected_parameters",
+    "read_profile_ef",
+]

@@ -5,12 +5,16 @@
   (``paper`` | ``vitdet`` | ``raw``, see :mod:`mgfusion.backbones.necks`) builds strides 4/8/16/32 from the last
   block's patch tokens after the final norm, or from one tapped block per level (``taps``).
 * :class:`HierarchicalEncoder`: SAM2 Hiera, Swin. Stage outputs are the pyramid (input padded to a multiple of 32).
+
+Both accept the tuning options of :mod:`mgfusion.backbones.tuning` (``tuning`` = full | frozen | last_n | lora,
+``last_n_blocks``, ``lora``, ``grad_checkpointing``), applied after the weights are loaded.
 """
 
 from __future__ import annotations
 
 import os
-from typing import Any, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import timm
 import torch
@@ -18,6 +22,7 @@ from torch import nn
 
 from .base import DEFAULT_STRIDES, Encoder
 from .necks import build_neck
+from .tuning import TuningSettings, apply_tuning
 from .weights import load_weights_into
 
 
@@ -77,6 +82,8 @@ class PlainViTEncoder(Encoder):
             index for all levels or one per level (stride 4, 8, 16, 32 order).
         final_norm: apply the trunk's final norm to the tapped tokens (DINOv2/v3 default True; SAM has none).
         timm_kwargs: extra ``timm.create_model`` arguments.
+        tuning, last_n_blocks, lora, grad_checkpointing: see :mod:`mgfusion.backbones.tuning` (``full`` trains
+            everything; ``lora`` needs ``peft``).
     """
 
     def __init__(
@@ -92,8 +99,14 @@ class PlainViTEncoder(Encoder):
         final_norm: bool = True,
         strides: Sequence[int] = DEFAULT_STRIDES,
         timm_kwargs: dict[str, Any] | None = None,
+        tuning: str = "full",
+        last_n_blocks: int = 3,
+        lora: Mapping[str, Any] | None = None,
+        grad_checkpointing: bool = False,
     ) -> None:
         super().__init__()
+        settings = TuningSettings.from_config(tuning, last_n_blocks=last_n_blocks, lora=lora,
+                                              grad_checkpointing=grad_checkpointing)
         self.trunk = create_timm_trunk(
             model_name, family=family, weights=weights, strict=strict, prune_norm=not final_norm,
             **(timm_kwargs or {}),
@@ -117,6 +130,11 @@ class PlainViTEncoder(Encoder):
         self.out_channels = dict(self.neck.out_channels)
         self.pixel_mean, self.pixel_std = _pixel_stats(self.trunk)
         self.embed_dim = int(self.trunk.embed_dim)
+        apply_tuning(self, settings)
+
+    def transformer_blocks(self) -> list[nn.Module]:
+        """The trunk's blocks in forward order (``trunk.blocks``, after dropping those past the last tap)."""
+        return list(self.trunk.blocks)
 
     def level_only_parameters(self, stride: int) -> list[nn.Parameter]:
         return self.neck.level_parameters(stride)
@@ -142,6 +160,7 @@ class HierarchicalEncoder(Encoder):
         family: ``sam2`` | ``swin``.
         weights / strict: see :func:`create_timm_trunk`.
         timm_kwargs: extra ``timm.create_model`` arguments.
+        tuning, last_n_blocks, lora, grad_checkpointing: see :mod:`mgfusion.backbones.tuning`.
     """
 
     def __init__(
@@ -152,8 +171,14 @@ class HierarchicalEncoder(Encoder):
         weights: str | os.PathLike | None = None,
         strict: bool = True,
         timm_kwargs: dict[str, Any] | None = None,
+        tuning: str = "full",
+        last_n_blocks: int = 3,
+        lora: Mapping[str, Any] | None = None,
+        grad_checkpointing: bool = False,
     ) -> None:
         super().__init__()
+        settings = TuningSettings.from_config(tuning, last_n_blocks=last_n_blocks, lora=lora,
+                                              grad_checkpointing=grad_checkpointing)
         self.trunk = create_timm_trunk(
             model_name, family=family, weights=weights, strict=strict, prune_norm=True, **(timm_kwargs or {})
         )
@@ -166,6 +191,18 @@ class HierarchicalEncoder(Encoder):
         self.out_channels = {int(f["reduction"]): int(f["num_chs"]) for f in info}
         self.size_divisibility = 32
         self.pixel_mean, self.pixel_std = _pixel_stats(self.trunk)
+        apply_tuning(self, settings)
+
+    def transformer_blocks(self) -> list[nn.Module]:
+        """The trunk's blocks in forward order: Hiera's ``trunk.blocks`` (all stages), Swin's
+        ``trunk.layers[j].blocks[k]`` (ConvNeXt's ``trunk.stages[j].blocks[k]``) flattened."""
+        if hasattr(self.trunk, "blocks"):
+            return list(self.trunk.blocks)
+        for stages in ("layers", "stages"):  # Swin; ConvNeXt-like trunks
+            if all(hasattr(stage, "blocks") for stage in getattr(self.trunk, stages, [None])):
+                return [block for stage in getattr(self.trunk, stages) for block in stage.blocks]
+        raise TypeError(f"the blocks of a {type(self.trunk).__name__} trunk are unknown (no `blocks`, and no "
+                        "`layers`/`stages` with `blocks`); tuning=last_n/lora and layer decay need them")
 
     def forward_padded(self, x: torch.Tensor) -> dict[int, torch.Tensor]:
         maps = self.trunk.forward_intermediates(x, indices=4, norm=False, output_fmt="NCHW", intermediates_only=True)

@@ -22,7 +22,12 @@ from mgfusion.backbones.registry import MissingWeightsError
 from mgfusion.utils.plugins import PluginImportError
 from mgfusion.utils.registry import RegistryError
 
-from .build import build_backbone, build_model, describe_parameters, random_init_encoders
+from .build import (
+    build_backbone,
+    build_model,
+    describe_parameters,
+    random_init_encoders,
+)
 from .checkpoint import (
     AtomicCheckpointer,
     CheckpointCorruptError,
@@ -33,11 +38,27 @@ from .checkpoint import (
     to_weights_only,
 )
 from .config import DEVICES, micro_batch_size, resolve_device, resolve_seed
-from .data import ResumableTrainingSampler, build_test_loader, build_train_loader, load_datasets, register_datasets
+from .data import (
+    ResumableTrainingSampler,
+    build_test_loader,
+    build_train_loader,
+    load_datasets,
+    register_datasets,
+)
 from .distributed import create_ddp_model, launch_workers
 from .evaluation import evaluate, format_results, write_metrics_json
-from .grad_clip import CLIPPERS, GradientClipper, build_gradient_clipper, register_clipper
-from .lr_schedules import build_lr_scheduler, warmup_cosine, warmup_multistep, warmup_poly
+from .grad_clip import (
+    CLIPPERS,
+    GradientClipper,
+    build_gradient_clipper,
+    register_clipper,
+)
+from .lr_schedules import (
+    build_lr_scheduler,
+    warmup_cosine,
+    warmup_multistep,
+    warmup_poly,
+)
 from .optim import build_optimizer, build_param_groups, is_norm_module
 from .precision import AMP_DTYPES, Precision, resolve_precision
 from .run_dir import RunDirError
@@ -50,19 +71,52 @@ from .trainer import Trainer
 USER_ERRORS = (CheckpointError, FileNotFoundError, RunDirError, MissingWeightsError, RegistryError, PluginImportError)
 
 __all__ = [
-    "USER_ERRORS", "RunDirError", "MissingWeightsError",
-    "build_backbone", "build_model", "describe_parameters", "random_init_encoders",
-    "AtomicCheckpointer", "CheckpointCorruptError", "CheckpointError", "CheckpointUnsafeError",
-    "IncompatibleCheckpointError", "read_checkpoint", "to_weights_only",
-    "DEVICES", "micro_batch_size", "resolve_device", "resolve_seed",
-    "ResumableTrainingSampler", "build_test_loader", "build_train_loader", "load_datasets", "register_datasets",
-    "create_ddp_model", "launch_workers",
-    "evaluate", "format_results", "write_metrics_json",
-    "CLIPPERS", "GradientClipper", "build_gradient_clipper", "register_clipper",
-    "build_lr_scheduler", "warmup_cosine", "warmup_multistep", "warmup_poly",
-    "build_optimizer", "build_param_groups", "is_norm_module",
-    "AMP_DTYPES", "Precision", "resolve_precision",
-    "EVAL_METRICS", "FINAL_METRICS", "run", "run_worker",
+    "AMP_DTYPES",
+    "CLIPPERS",
+    "DEVICES",
+    "EVAL_METRICS",
+    "FINAL_METRICS",
+    "USER_ERRORS",
     "AccumulatingAMPTrainer",
+    "AtomicCheckpointer",
+    "CheckpointCorruptError",
+    "CheckpointError",
+    "CheckpointUnsafeError",
+    "GradientClipper",
+    "IncompatibleCheckpointError",
+    "MissingWeightsError",
+    "Precision",
+    "ResumableTrainingSampler",
+    "RunDirError",
     "Trainer",
+    "build_backbone",
+    "build_gradient_clipper",
+    "build_lr_scheduler",
+    "build_model",
+    "build_optimizer",
+    "build_param_groups",
+    "build_test_loader",
+    "build_train_loader",
+    "create_ddp_model",
+    "describe_parameters",
+    "evaluate",
+    "format_results",
+    "is_norm_module",
+    "launch_workers",
+    "load_datasets",
+    "micro_batch_size",
+    "random_init_encoders",
+    "read_checkpoint",
+    "register_clipper",
+    "register_datasets",
+    "resolve_device",
+    "resolve_precision",
+    "resolve_seed",
+    "run",
+    "run_worker",
+    "to_weights_only",
+    "warmup_cosine",
+    "warmup_multistep",
+    "warmup_poly",
+    "write_metrics_json",
 ]  # fmt: skip

@@ -38,12 +38,12 @@ from mgfusion.utils.io import atomic_open, atomic_write_text
 
 __all__ = [
     "AtomicCheckpointer",
-    "CheckpointError",
     "CheckpointCorruptError",
+    "CheckpointError",
     "CheckpointUnsafeError",
     "IncompatibleCheckpointError",
-    "to_weights_only",
     "read_checkpoint",
+    "to_weights_only",
 ]
 
 logger = logging.getLogger(__name__)

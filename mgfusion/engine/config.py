@@ -6,9 +6,13 @@ import random
 
 from omegaconf import DictConfig
 
-from mgfusion.utils.device import DEVICES, device_type_of, resolve_device  # one device rule for the whole library
+from mgfusion.utils.device import (  # one device rule for the whole library
+    DEVICES,
+    device_type_of,
+    resolve_device,
+)
 
-__all__ = ["DEVICES", "resolve_device", "device_type_of", "resolve_seed", "micro_batch_size", "require_keys"]
+__all__ = ["DEVICES", "device_type_of", "micro_batch_size", "require_keys", "resolve_device", "resolve_seed"]
 
 
 def resolve_seed(seed: int | None) -> int:

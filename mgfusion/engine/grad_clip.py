@@ -11,14 +11,14 @@ decorated function (``@register_clipper("name")``):
 
 from __future__ import annotations
 
-from typing import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 import torch
 from torch import nn
 
 from mgfusion.utils.registry import Registry, RegistryError
 
-__all__ = ["GradientClipper", "register_clipper", "build_gradient_clipper", "CLIPPERS"]
+__all__ = ["CLIPPERS", "GradientClipper", "build_gradient_clipper", "register_clipper"]
 
 #: ``(params, value, norm_type) -> total gradient norm before clipping (0-dim tensor) or None``
 ClipFn = Callable[[Sequence[nn.Parameter], float, float], "torch.Tensor | None"]
@@ -41,13 +41,11 @@ def _clip_per_parameter_norm(params: Sequence[nn.Parameter], value: float, norm_
     for p in params:
         if p.grad is not None:
             nn.utils.clip_grad_norm_(p, max_norm=value, norm_type=norm_type)
-    return None
 
 
 @register_clipper("value")
 def _clip_value(params: Sequence[nn.Parameter], value: float, norm_type: float) -> None:
     nn.utils.clip_grad_value_(params, clip_value=value)
-    return None
 
 
 class GradientClipper:

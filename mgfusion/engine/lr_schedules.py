@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import math
 from bisect import bisect_right
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from detectron2.solver import LRMultiplier
@@ -30,14 +30,14 @@ from mgfusion.utils.registry import Registry, RegistryError
 
 __all__ = [
     "WARMUP_METHODS",
-    "WarmupScheduler",
+    "CosineScheduler",
     "PolyScheduler",
     "StepScheduler",
-    "CosineScheduler",
-    "warmup_poly",
-    "warmup_multistep",
-    "warmup_cosine",
+    "WarmupScheduler",
     "build_lr_scheduler",
+    "warmup_cosine",
+    "warmup_multistep",
+    "warmup_poly",
 ]
 
 #: warm-up shapes: ``alpha`` in [0, 1] (fraction of the warm-up done) and ``factor`` -> multiplier.

@@ -5,7 +5,14 @@ Rules, applied to every *trainable* tensor (``requires_grad``; frozen encoders c
 * weight decay ``weight_decay`` (0.05), except parameters owned by normalization modules (``weight_decay_norm``,
   0) and by ``nn.Embedding`` (``weight_decay_embed``, 0), and names containing a ``no_weight_decay_keys`` entry;
 * learning rate ``base_lr x backbone_multiplier`` (0.1) for parameters under the model's ``backbone`` module,
-  ``base_lr`` elsewhere.
+  ``base_lr`` elsewhere;
+* layer-wise decay (``layer_decay`` < 1, off by default): a trainable parameter of a tuned encoder (e.g. the fusion's
+  master) in layer ``l`` of ``depth`` blocks gets an extra factor ``layer_decay ** (depth + 1 - l)`` — block ``i``
+  ``layer_decay ** (depth - i)``, the patch embedding ``layer_decay ** (depth + 1)``, the final norm and the neck 1
+  (layer ids: :func:`mgfusion.backbones.tuning.layer_ids`; see docs/tuning.md).
+
+Only trainable tensors enter the groups, so the encoders' tuning modes (:mod:`mgfusion.backbones.tuning`) decide
+what the optimizer sees: LoRA matrices, the last N blocks, or nothing of a frozen encoder.
 
 Tensors with equal hyper-parameters are merged into one group (detectron2's ``reduce_param_groups``), which is
 equivalent to the reference's one-group-per-tensor AdamW and faster with multi-tensor kernels.
@@ -13,13 +20,16 @@ equivalent to the reference's one-group-per-tensor AdamW and faster with multi-t
 
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 from detectron2.solver.build import reduce_param_groups
 from torch import nn
 
-__all__ = ["NORM_MODULE_TYPES", "is_norm_module", "build_param_groups", "build_optimizer"]
+from mgfusion.backbones.tuning import layer_decay_scales
+
+__all__ = ["NORM_MODULE_TYPES", "build_optimizer", "build_param_groups", "is_norm_module"]
 
 #: torch normalization layers (other libraries' norms are recognised by class name, see :func:`is_norm_module`).
 NORM_MODULE_TYPES: tuple[type[nn.Module], ...] = (
@@ -48,6 +58,7 @@ def build_param_groups(
     backbone_multiplier: float = 1.0,
     backbone_name: str = "backbone",
     no_weight_decay_keys: Sequence[str] = (),
+    layer_decay: float = 1.0,
 ) -> list[dict[str, Any]]:
     """Optimizer parameter groups of ``model``'s trainable tensors (see the module docstring for the rules).
 
@@ -57,6 +68,7 @@ def build_param_groups(
     if not base_lr > 0:
         raise ValueError(f"solver.base_lr must be > 0, got {base_lr}")
     prefix = backbone_name + "."
+    scales = layer_decay_scales(model, layer_decay) if layer_decay != 1.0 else {}
     seen: set[int] = set()
     groups: list[dict[str, Any]] = []
     for module_name, module in model.named_modules():
@@ -74,7 +86,7 @@ def build_param_groups(
             in_backbone = full_name.startswith(prefix)
             groups.append({
                 "params": [param],
-                "lr": base_lr * (backbone_multiplier if in_backbone else 1.0),
+                "lr": base_lr * (backbone_multiplier if in_backbone else 1.0) * scales.get(id(param), 1.0),
                 "weight_decay": 0.0 if any(k in full_name for k in no_weight_decay_keys) else decay,
             })  # fmt: skip
     if not groups:

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import torch
 
-__all__ = ["Precision", "resolve_precision", "AMP_DTYPES", "cpu_has_native_bf16"]
+__all__ = ["AMP_DTYPES", "Precision", "cpu_has_native_bf16", "resolve_precision"]
 
 logger = logging.getLogger(__name__)
 

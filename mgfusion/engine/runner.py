@@ -35,6 +35,7 @@ from detectron2.utils.env import seed_all_rng
 from detectron2.utils.logger import setup_logger
 from omegaconf import DictConfig, OmegaConf
 
+from mgfusion.backbones.tuning import merge_lora, tuning_record
 from mgfusion.evaluation import grouped_class_markdown, matching_groupings
 from mgfusion.profiling.cost import write_model_cost
 from mgfusion.utils.io import atomic_write_text
@@ -165,7 +166,8 @@ def _train(cfg: DictConfig, output_dir: str, seed: int, loaded: Mapping[str, lis
         logger.info("Final results (iteration %d):\n%s", trainer.max_iter, format_results(results))
         write_metrics_json(os.path.join(output_dir, FINAL_METRICS), results, iteration=trainer.max_iter,
                            weights=os.path.join(output_dir, f"{trainer.checkpointer.file_prefix}_final.pth"),
-                           test_time=test_time_summary(cfg.get("test_time"), cfg.dataset), **record)
+                           test_time=test_time_summary(cfg.get("test_time"), cfg.dataset),
+                           tuning=tuning_record(trainer.model), **record)
         _write_class_tables(results, output_dir)
     return results
 
@@ -176,6 +178,8 @@ def _evaluate_checkpoint(cfg: DictConfig, output_dir: str, loaded: Mapping[str, 
     checkpointer = AtomicCheckpointer(model, output_dir, strict=bool(cfg.get("weights_strict", True)),
                                       strict_hint=INCOMPATIBLE_HINT)
     extra = checkpointer.load(str(cfg.weights), checkpointables=[])
+    if cfg.get("merge_lora") and merge_lora(model):  # fold LoRA adapters into the weights (same outputs, faster)
+        logger.info("Merged the LoRA adapters into the encoder weights (merge_lora=true)")
     results = evaluate(model, cfg.dataset, output_dir=output_dir, num_workers=cfg.runtime.num_workers, loaded=loaded,
                        test_time=cfg.get("test_time"))
     if comm.is_main_process():
@@ -183,7 +187,9 @@ def _evaluate_checkpoint(cfg: DictConfig, output_dir: str, loaded: Mapping[str, 
         logger.info("Results of %s (iteration %s):\n%s", cfg.weights, iteration, format_results(results))
         write_metrics_json(os.path.join(output_dir, EVAL_METRICS), results, iteration=iteration,
                            weights=os.path.abspath(str(cfg.weights)),
-                           test_time=test_time_summary(cfg.get("test_time"), cfg.dataset), **_init_record(cfg, checkpointer))
+                           test_time=test_time_summary(cfg.get("test_time"), cfg.dataset),
+                           tuning=tuning_record(model),
+                           **_init_record(cfg, checkpointer))
         _write_class_tables(results, output_dir)
     return results
 

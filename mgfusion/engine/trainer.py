@@ -26,6 +26,8 @@ from detectron2.utils.events import (
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
+from mgfusion.backbones.tuning import TuningRecord
+
 from .build import build_model, describe_parameters
 from .checkpoint import INCOMPATIBLE_HINT, AtomicCheckpointer
 from .config import micro_batch_size, resolve_device
@@ -110,7 +112,8 @@ class Trainer(TrainerBase):
                     self._trainer.clipper or "no gradient clipping")
         self.checkpointer = AtomicCheckpointer(self.model, output_dir, trainer=weakref.proxy(self),
                                                strict=bool(cfg.get("weights_strict", True)),
-                                               strict_hint=INCOMPATIBLE_HINT)
+                                               strict_hint=INCOMPATIBLE_HINT,
+                                               tuning=TuningRecord(self.model))  # the encoders' tuning modes
         self.start_iter = 0
         self.max_iter = int(solver.max_iter)
         self.last_eval_results: dict[str, Any] | None = None

@@ -33,6 +33,8 @@ from detectron2.modeling import META_ARCH_REGISTRY, Backbone, build_backbone
 from detectron2.structures import BitMasks, ImageList
 from torch import Tensor, nn
 
+from mgfusion.backbones.distillation import pop_auxiliary_losses
+
 from .criterion import SetCriterion
 from .inference import instance_inference, panoptic_inference, semantic_inference
 from .matcher import HungarianMatcher, Target
@@ -124,7 +126,8 @@ class MaskFormer(nn.Module):
     Inputs follow detectron2: a list of dicts with "image" (uint8 (3, H, W) RGB), optional "height"/"width"
     (output size, default the image size) and, in training, "instances" with ``gt_classes`` (int64 (N,)) and
     ``gt_masks`` ((N, H, W) bool/uint8 tensor or ``BitMasks``). Training returns the criterion's weighted loss
-    dict; eval returns one dict per image with "sem_seg" (K, H, W), "instances" and/or "panoptic_seg"
+    dict, plus any losses the backbone computed (``loss_distill_s16``); eval returns one dict per image with
+    "sem_seg" (K, H, W), "instances" and/or "panoptic_seg"
     ((H, W) int32, segments_info) depending on the ``*_on`` flags.
 
     Args:
@@ -273,11 +276,13 @@ class MaskFormer(nn.Module):
     def forward(self, batched_inputs: list[dict]) -> dict[str, Tensor] | list[dict]:
         images = self.preprocess_image(batched_inputs)
         outputs = self.forward_head(images.tensor)
+        # losses the backbone computed itself (feature distillation, mgfusion.backbones.distillation)
+        backbone_losses = pop_auxiliary_losses(self.backbone) if self.training else {}
         if self.training:
             if any("instances" not in x for x in batched_inputs):
                 raise ValueError('training inputs need "instances" with gt_classes and gt_masks')
             targets = self.prepare_targets([x["instances"] for x in batched_inputs], images)
-            return self.criterion(outputs, targets)
+            return {**self.criterion(outputs, targets), **backbone_losses}
         with torch.autocast(device_type=self.device.type, enabled=False):
             return self.postprocess(outputs, batched_inputs, images)
 
