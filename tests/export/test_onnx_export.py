@@ -1,5 +1,9 @@
-"""tools/export_model.py on a run folder of the micro fused model (fusion_micro_d3s2 + mask2former_tiny, random init):
-onnxruntime matches PyTorch within 1e-4 at two input sizes and two batch sizes from one export (dynamic B/H/W)."""
+"""tools/export_model.py on a run folder of a micro model (mask2former_tiny, random init): onnxruntime matches PyTorch
+within 1e-4 at two input sizes and two batch sizes from one export (dynamic B/H/W).
+
+The default case exports the scaled-down DINOv3 encoder (dinov3_micro16, ~35 s). The fused micro model
+(fusion_micro_d3s2: DINOv3 master + SAM2 Hiera auxiliary) takes about 4 minutes on 2 CPU cores because tracing Hiera's
+windowed attention with symbolic sizes is slow; it runs when MGF_TEST_FUSED_EXPORT=1 is set (README, section 6)."""
 
 from __future__ import annotations
 
@@ -21,19 +25,25 @@ from mgfusion.export import OUTPUT_NAMES, build_trained_model, load_config
 
 ROOT = Path(__file__).resolve().parents[2]
 EXPORT = ROOT / "tools" / "export_model.py"
-MICRO = ["backbone=fusion_micro_d3s2", "model=mask2former_tiny", "dataset=synthetic_semantic", "device=cpu"]
+MICRO = ["model=mask2former_tiny", "dataset=synthetic_semantic", "device=cpu"]
+FUSED_OPT_IN = "MGF_TEST_FUSED_EXPORT"
 
 
-@pytest.fixture(scope="module")
-def run_dir(tmp_path_factory) -> Path:
+def make_run_dir(tmp_path_factory, backbone: str) -> Path:
     """A run folder as tools/train_net.py leaves it: the resolved config.yaml and model_final.pth."""
-    out = tmp_path_factory.mktemp("micro_run")
-    cfg = load_config(None, [*MICRO, f"output_dir={out}", f"dataset.register.root={out.parent / 'data'}"])
+    out = tmp_path_factory.mktemp(f"micro_run_{backbone}")
+    overrides = [f"backbone={backbone}", *MICRO, f"output_dir={out}", f"dataset.register.root={out.parent / 'data'}"]
+    cfg = load_config(None, overrides)
     torch.manual_seed(0)
     model = build_trained_model(cfg, None, torch.device("cpu"))
     (out / "config.yaml").write_text(OmegaConf.to_yaml(OmegaConf.to_container(cfg, resolve=True)))
     AtomicCheckpointer(model, str(out)).save("model_final", iteration=0)
     return out
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory) -> Path:
+    return make_run_dir(tmp_path_factory, "dinov3_micro16")
 
 
 def run_export(run: Path, *args: str) -> subprocess.CompletedProcess:
@@ -43,7 +53,14 @@ def run_export(run: Path, *args: str) -> subprocess.CompletedProcess:
 
 
 @pytest.mark.slow
-def test_micro_fused_model_exports_with_dynamic_shapes_and_matches_pytorch(run_dir, tmp_path):
+@pytest.mark.parametrize("backbone", [
+    "dinov3_micro16",
+    pytest.param("fusion_micro_d3s2", marks=pytest.mark.skipif(
+        os.environ.get(FUSED_OPT_IN) != "1", reason=f"about 4 min on 2 cores; set {FUSED_OPT_IN}=1 to run")),
+])
+def test_micro_model_exports_with_dynamic_shapes_and_matches_pytorch(backbone, run_dir, tmp_path_factory, tmp_path):
+    if backbone != "dinov3_micro16":
+        run_dir = make_run_dir(tmp_path_factory, backbone)
     onnx_path = tmp_path / "micro.onnx"
     done = run_export(run_dir, f"output={onnx_path}", "check_sizes=[[64,96],[96,128]]")
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
