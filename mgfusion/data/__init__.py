@@ -48,6 +48,7 @@ switches, evaluator tasks), then sets what is its own::
     ignore_label: 255
     inference: {semantic_on: false, instance_on: true, panoptic_on: false}
     num_queries: 100                   # paper: 100 Cityscapes / ADE20K, 200 COCO
+    filter_empty_annotations: true     # instance: drop training images without a non-crowd instance
     register: {_target_: mgfusion.data.register_all, root: null}
                                        # call instantiate(node.register) before using the names (idempotent)
     train_mapper: {_target_: mgfusion.data.InstanceTrainMapper, ...}   # instantiate -> callable(dict) -> dict

@@ -109,6 +109,19 @@ def dataset_dicts(names: list[str], loaded: Mapping[str, list[dict]] | None = No
     return dicts
 
 
+def drop_images_without_instances(dicts: list[dict[str, Any]], names: list[str]) -> list[dict[str, Any]]:
+    """The training images that have at least one non-crowd instance annotation (detectron2's
+    ``DATALOADER.FILTER_EMPTY_ANNOTATIONS``, on by default in Mask2Former's instance configs; docs/training.md, T7).
+    Logs how many were dropped; raises if none is left."""
+    kept = [d for d in dicts if any(int(a.get("iscrowd", 0)) == 0 for a in d.get("annotations", ()))]
+    logger.info("filter_empty_annotations: dropped %d of %d training images of %s that have no non-crowd instance",
+                len(dicts) - len(kept), len(dicts), ", ".join(names))
+    if not kept:
+        raise ValueError(f"no training image of {', '.join(names)} has a non-crowd instance annotation; check the "
+                         "annotations or set dataset.filter_empty_annotations=false")
+    return kept
+
+
 def build_train_loader(
     dataset_cfg: DictConfig,
     *,
@@ -129,7 +142,10 @@ def build_train_loader(
         num_workers: data-loader worker processes per rank.
         loaded: dataset dicts already read by :func:`load_datasets` (not read again).
     """
-    dicts = dataset_dicts(list(dataset_cfg.train), loaded)
+    names = list(dataset_cfg.train)
+    dicts = dataset_dicts(names, loaded)
+    if dataset_cfg.get("filter_empty_annotations", False):
+        dicts = drop_images_without_instances(dicts, names)
     mapper = instantiate(dataset_cfg.train_mapper, _convert_="all")
     per_rank = images_per_step // comm.get_world_size()
     sampler = ResumableTrainingSampler(len(dicts), shuffle=True, seed=seed, start_index=batches_consumed * per_rank)

@@ -47,3 +47,28 @@ def test_device_and_seed_resolution():
     assert resolve_seed(5) == 5
     drawn = [resolve_seed(None), resolve_seed(-1), resolve_seed(None)]
     assert all(0 <= s < 2**31 for s in drawn) and len(set(drawn)) == 3  # fresh random seeds
+
+
+def test_instance_training_drops_images_without_a_non_crowd_instance():
+    from hydra import compose, initialize_config_dir
+
+    from mgfusion.engine.data import drop_images_without_instances
+    from tests.engine.helpers import ROOT
+
+    dicts = [
+        {"file_name": "a.png", "annotations": [{"iscrowd": 0}]},
+        {"file_name": "b.png", "annotations": []},
+        {"file_name": "c.png", "annotations": [{"iscrowd": 1}]},
+        {"file_name": "d.png", "annotations": [{"iscrowd": 1}, {"iscrowd": 0}]},
+        {"file_name": "e.png"},
+    ]
+    kept = drop_images_without_instances(dicts, ["toy_train"])
+    assert [d["file_name"] for d in kept] == ["a.png", "d.png"]
+    with pytest.raises(ValueError, match="no training image of toy_train .*dataset.filter_empty_annotations=false"):
+        drop_images_without_instances(dicts[1:3], ["toy_train"])
+    # on by default for instance datasets (the reference's setting), off where dicts carry no instance annotations
+    with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base=None):
+        for dataset, expected in [("cityscapes_instance", True), ("coco_instance", True),
+                                  ("cityscapes_semantic", False), ("coco_panoptic", False)]:
+            cfg = compose("train", overrides=[f"dataset={dataset}"])
+            assert cfg.dataset.filter_empty_annotations is expected, dataset
