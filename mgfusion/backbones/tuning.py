@@ -32,7 +32,10 @@ id 0; parameters registered after the last block (the final norm), the neck and 
 gets ``decay ** (depth - i)``, the patch embedding ``decay ** (depth + 1)``, the neck 1.
 
 A tuned encoder writes its mode into its state dict (``<prefix>tuning_signature``), so a checkpoint records the mode
-that produced it and loading it into an encoder built with another mode raises :class:`TuningMismatchError`.
+that produced it. Loading it into an encoder whose parameters are laid out differently (LoRA vs. no LoRA, another
+rank or scale, merged vs. unmerged adapters) raises :class:`TuningMismatchError`; between ``full``, ``frozen`` and
+``last_n`` (the same tensors) it loads and logs both modes. Resuming a run checks the modes exactly
+(:class:`TuningRecord`).
 See docs/tuning.md.
 """
 
@@ -285,6 +288,13 @@ def _check_signature(module: nn.Module, state_dict: dict, prefix: str, local_met
     theirs = torch.as_tensor(state_dict.pop(key))  # not a parameter or buffer: never "unexpected"
     if theirs.shape != ours.shape or not torch.equal(theirs.cpu(), ours):
         where = prefix.rstrip(".") or type(module).__name__
+        lora = TUNING_MODES.index("lora")
+        if theirs.shape == ours.shape and int(theirs[1]) != lora and int(ours[1]) != lora:
+            # full / frozen / last_n hold the same tensors (only what trains differs): e.g. a fine-tuned encoder
+            # evaluated, profiled or trained further frozen. LoRA layouts (adapters, rank, scale, merged) must match.
+            logger.info("%s: loading weights trained with tuning=%s into an encoder with tuning=%s", where,
+                        describe_signature(theirs), module.tuning.describe())
+            return
         raise TuningMismatchError(
             f"{where}: the checkpoint was produced with tuning={describe_signature(theirs)}, but the model was built "
             f"with tuning={module.tuning.describe()}. Build the model with the checkpoint's mode (its run's "

@@ -4,7 +4,8 @@ An ``encoders`` entry ``PART@PATH`` names one encoder of a run of ``tools/train_
 
 * ``PART``: ``master`` or ``auxiliary`` of a fusion backbone (``backbone.master`` / ``backbone.auxiliary`` in the
   run's config, checkpoint entries ``backbone.encoder.master.*`` / ``backbone.encoder.auxiliary.*``), or
-  ``encoder`` for a single-encoder backbone (config ``backbone``, entries ``backbone.encoder.*``);
+  ``encoder`` for a single-encoder backbone (config ``backbone``, entries ``backbone.encoder.*``; behind a
+  ``FixedSizeInput`` wrapper: config ``backbone.encoder``, entries ``backbone.encoder.encoder.*``);
 * ``PATH``: the run folder (its ``model_final.pth``, else the file named by its ``last_checkpoint``) or one
   checkpoint file inside it. The run's ``config.yaml`` (written by every training run) must sit next to it.
 
@@ -46,6 +47,9 @@ PART_PREFIX = {"master": "backbone.encoder.master.", "auxiliary": "backbone.enco
                "encoder": "backbone.encoder."}
 FINAL_NAME = "model_final.pth"
 ENCODER_TARGET = "mgfusion.backbones.build_encoder"
+#: wrappers whose wrapped encoder (config node ``encoder``, checkpoint entries ``encoder.*``) is profiled instead:
+#: FixedSizeInput only changes how images are tiled for the encoder, not the encoder itself
+WRAPPER_TARGETS = ("mgfusion.backbones.FixedSizeInput", "mgfusion.backbones.fixed_input.FixedSizeInput")
 
 
 @dataclass(frozen=True)
@@ -70,6 +74,8 @@ class CheckpointPart:
     node: Mapping[str, Any]
     init_model: str | None
     frozen: bool = False
+    wrapped: str = ""
+
 
     @property
     def registry_name(self) -> str:
@@ -77,7 +83,8 @@ class CheckpointPart:
 
     @property
     def prefix(self) -> str:
-        return PART_PREFIX[self.part]
+        """Checkpoint key prefix of the encoder (``wrapped`` adds ``encoder.`` per FixedSizeInput wrapper)."""
+        return PART_PREFIX[self.part] + self.wrapped
 
     @property
     def name(self) -> str:
@@ -116,7 +123,8 @@ def _checkpoint_file(path: Path) -> Path:
                              "give the checkpoint file itself: PART@PATH/model_XXXXXXX.pth")
 
 
-def _encoder_node(cfg: Mapping[str, Any], part: str, config_path: Path) -> dict[str, Any]:
+def _encoder_node(cfg: Mapping[str, Any], part: str, config_path: Path) -> tuple[dict[str, Any], str]:
+    """The encoder's build node and the key path added by wrappers around it (``encoder.`` per wrapper)."""
     backbone = cfg.get("backbone")
     if not isinstance(backbone, Mapping):
         raise ProfileConfigError(f"{config_path} has no `backbone` node; is it the config.yaml of a training run?")
@@ -131,12 +139,15 @@ def _encoder_node(cfg: Mapping[str, Any], part: str, config_path: Path) -> dict[
             raise ProfileConfigError(f"{config_path}: the run trained a single-encoder backbone "
                                      f"({backbone.get('name')!r}); profile it with encoder@PATH")
         node = dict(backbone[part])
+    wrapped = ""
+    while node.get("_target_") in WRAPPER_TARGETS and isinstance(node.get("encoder"), Mapping):
+        node, wrapped = dict(node["encoder"]), wrapped + "encoder."
     target = node.pop("_target_", ENCODER_TARGET)
     if target != ENCODER_TARGET or not node.get("name"):
         key = "backbone" if part == "encoder" else f"backbone.{part}"
         raise ProfileConfigError(f"{config_path}: {key} is built by {target!r}; only encoders built by "
                                  f"{ENCODER_TARGET} (with a `name`) can be taken out of a checkpoint")
-    return node
+    return node, wrapped
 
 
 def resolve_checkpoint_part(entry: str) -> CheckpointPart:
@@ -151,24 +162,25 @@ def resolve_checkpoint_part(entry: str) -> CheckpointPart:
         raise ProfileConfigError(f"{config_path} not found: the encoder of {ckpt} is rebuilt from its run's "
                                  "config.yaml (tools/train_net.py writes it into the run folder)")
     cfg = OmegaConf.to_container(OmegaConf.load(config_path), resolve=False)
-    node = _encoder_node(cfg, part, config_path)
+    node, wrapped = _encoder_node(cfg, part, config_path)
     init_model = cfg.get("weights") or None
     backbone = cfg["backbone"]
     frozen = {"auxiliary": True, "master": backbone.get("train_master", True) is False,
               "encoder": bool(node.get("freeze", False))}[part]
     return CheckpointPart(entry=entry, part=part, checkpoint=str(ckpt), run_dir=str(ckpt.parent), node=node,
-                          init_model=str(init_model) if init_model else None, frozen=frozen)
+                          init_model=str(init_model) if init_model else None, frozen=frozen, wrapped=wrapped)
 
 
-def part_state_dict(path: str | os.PathLike, part: str) -> dict[str, torch.Tensor]:
-    """The entries of ``part`` in a training checkpoint, with the part's prefix removed.
+def part_state_dict(path: str | os.PathLike, part: str, prefix: str | None = None) -> dict[str, torch.Tensor]:
+    """The entries of ``part`` in a training checkpoint, with the part's prefix (``prefix``, default
+    ``PART_PREFIX[part]``) removed.
 
     ``encoder`` (single-encoder backbone) takes every ``backbone.encoder.*`` entry; a fusion checkpoint has
     ``backbone.encoder.master.*`` there as well, which is refused with a pointer to ``master@`` / ``auxiliary@``.
     """
     raw = read_state_dict(path)
     model = raw.get("model", raw) if isinstance(raw, Mapping) else raw
-    prefix = PART_PREFIX[part]
+    prefix = prefix or PART_PREFIX[part]
     sd = {k[len(prefix):]: v for k, v in model.items() if isinstance(k, str) and k.startswith(prefix)}
     if not sd:
         found = sorted({".".join(k.split(".")[:3]) for k in model if isinstance(k, str) and k.startswith("backbone")})
@@ -179,16 +191,18 @@ def part_state_dict(path: str | os.PathLike, part: str) -> dict[str, torch.Tenso
     return sd
 
 
-def load_part_strict(encoder: torch.nn.Module, path: str | os.PathLike, part: str) -> None:
-    """Load ``part``'s checkpoint entries into ``encoder``; raises CheckpointMismatchError on any difference."""
-    sd = part_state_dict(path, part)
+def load_part_strict(encoder: torch.nn.Module, path: str | os.PathLike, part: str, prefix: str | None = None) -> None:
+    """Load ``part``'s checkpoint entries (under ``prefix``) into ``encoder``; raises CheckpointMismatchError on any
+    difference."""
+    prefix = prefix or PART_PREFIX[part]
+    sd = part_state_dict(path, part, prefix)
     own = encoder.state_dict()
     missing = sorted(set(own) - set(sd))
     unexpected = sorted(set(sd) - set(own))
     shapes = sorted(f"{k}: checkpoint {tuple(v.shape)} vs model {tuple(own[k].shape)}" for k, v in sd.items()
                     if k in own and tuple(v.shape) != tuple(own[k].shape))
     if missing or unexpected or shapes:
-        raise CheckpointMismatchError(f"{path} ({PART_PREFIX[part]}*)", missing, unexpected, shapes)
+        raise CheckpointMismatchError(f"{path} ({prefix}*)", missing, unexpected, shapes)
     encoder.load_state_dict(sd, strict=True)
 
 
@@ -203,7 +217,7 @@ def build_part_encoder(part: CheckpointPart, *, weights: str | None, device: tor
 def finetuned_encoder(part: CheckpointPart, device: torch.device) -> Encoder:
     """The fine-tuned encoder: the run's architecture with the checkpoint's entries of ``part`` (strict)."""
     encoder = build_part_encoder(part, weights=None, device=torch.device("cpu"))
-    load_part_strict(encoder, part.checkpoint, part.part)
+    load_part_strict(encoder, part.checkpoint, part.part, part.prefix)
     return encoder.freeze().to(device)
 
 
@@ -212,7 +226,7 @@ def initial_encoder(part: CheckpointPart, device: torch.device) -> Encoder:
     kind, path = initial_source(part)
     if kind in ("model", "frozen"):
         encoder = build_part_encoder(part, weights=None, device=torch.device("cpu"))
-        load_part_strict(encoder, path, part.part)
+        load_part_strict(encoder, path, part.part, part.prefix)
         return encoder.freeze().to(device)
     return build_part_encoder(part, weights=path, device=device)
 

@@ -91,7 +91,10 @@ def test_composed_fusion_node_builds_the_same_backbone_as_before(stem):
     master, auxiliary = _BEFORE[stem]
     assert (node.master.name, node.auxiliary.name) == (master["name"], auxiliary["name"])
     assert OmegaConf.to_container(node.fusion) == {"stride": 16, "operator": "replace", "from_profile": None,
-                                                   "profile_encoder": None, "dynamic": False}
+                                                   "profile_encoder": None, "dynamic": False, "inference": "fused"}
+    assert OmegaConf.to_container(node.distillation) == {"enabled": False, "weight": 1.0, "loss": "both",
+                                                         "detach_student": False}
+    assert (node.master.tuning, node.master.grad_checkpointing) == ("full", False)
     assert (node.train_master, node.aux_input_size) == (True, None) and node.master.strict and node.auxiliary.strict
     device = "cpu" if "micro" in stem else "meta"  # the paper's encoders: structure only, without allocating them
     with torch.device(device):

@@ -132,8 +132,15 @@ def test_lora_checkpoints_load_strictly_and_a_mode_mismatch_names_both_modes(cap
     with pytest.raises(TuningMismatchError, match=r"tuning=lora \(r=4, alpha=8\).*tuning=lora \(r=4, alpha=4,"):
         build_encoder("dinov3_micro16", tuning="lora", lora={"r": 4, "alpha": 4}).load_state_dict(state)
     full_state = build_encoder("dinov3_micro16").state_dict()
-    with pytest.raises(TuningMismatchError, match=r"tuning=full.*tuning=last_n \(2 blocks\)"):
-        build_encoder("dinov3_micro16", tuning="last_n", last_n_blocks=2).load_state_dict(full_state)
+    # full / frozen / last_n hold the same tensors: a fully tuned checkpoint loads into the others (logged)
+    for mode in ("last_n", "frozen"):
+        other = build_encoder("dinov3_micro16", tuning=mode, last_n_blocks=2)
+        with caplog.at_level(logging.INFO, logger="mgfusion.backbones.tuning"):
+            other.load_state_dict(full_state, strict=True)
+        assert f"trained with tuning=full into an encoder with tuning={other.tuning.describe()}" in caplog.text
+        assert all(torch.equal(v, full_state[k]) for k, v in other.state_dict().items() if k != "tuning_signature")
+    with pytest.raises(TuningMismatchError, match=r"tuning=full.*tuning=lora"):
+        build_encoder("dinov3_micro16", tuning="lora", lora={"r": 4, "alpha": 8}).load_state_dict(full_state)
     # a checkpoint from before modes were recorded loads (its keys are still checked strictly), with a warning
     old = {k: v for k, v in full_state.items() if k != "tuning_signature"}
     with caplog.at_level(logging.WARNING, logger="mgfusion.backbones.tuning"):

@@ -20,22 +20,29 @@ from mgfusion.profiling.settings import ProfileConfigError
 pytestmark = pytest.mark.slow  # trains the demo model once per session (~20 s on 2 cores)
 
 CPU = torch.device("cpu")
+SIGNATURE = "tuning_signature"
+
+
+def without_signature(state: dict) -> dict:
+    return {k: v for k, v in state.items() if not k.endswith(SIGNATURE)}
 
 
 @pytest.mark.parametrize("part", ["master", "auxiliary"])
 def test_encoder_from_checkpoint_has_exactly_the_checkpoint_entries(demo_run, part):
     ckpt = torch.load(demo_run / "model_final.pth", map_location="cpu", weights_only=True)["model"]
     prefix = f"backbone.encoder.{part}."
-    expected = {k[len(prefix):]: v for k, v in ckpt.items() if k.startswith(prefix)}
+    # every parameter and buffer; the tuning-mode record (tuning_signature) says how it was trained, and the
+    # profiled copy is frozen whatever the run's mode
+    expected = {k[len(prefix):]: v for k, v in ckpt.items() if k.startswith(prefix) and not k.endswith(SIGNATURE)}
     assert len(expected) > 20
     for entry in (f"{part}@{demo_run}", f"{part}@{demo_run / 'model_final.pth'}"):  # folder or file
         cp = resolve_checkpoint_part(entry)
         assert cp.name == f"{part}@{demo_run.name}" and cp.registry_name == {"master": "dinov3_micro16",
                                                                             "auxiliary": "sam2_hiera_micro"}[part]
-        state = finetuned_encoder(cp, CPU).state_dict()
+        state = without_signature(finetuned_encoder(cp, CPU).state_dict())
         assert set(state) == set(expected)
         assert all(torch.equal(state[k], expected[k]) for k in expected)
-    initial = initial_encoder(cp, CPU).state_dict()
+    initial = without_signature(initial_encoder(cp, CPU).state_dict())
     same = all(torch.equal(initial[k], expected[k]) for k in expected)
     # the auxiliary is frozen in the fusion backbone: its checkpoint entries are its initial weights; the master was
     # trained from random init (the run had no weights for it), which the profile re-draws with its own seed
@@ -112,3 +119,29 @@ def test_tool_writes_before_after_table_and_fingerprints_the_checkpoint(demo_run
     torch.save(ckpt, run2 / "model_final.pth")
     res = profile_cli([a.replace(str(demo_run), str(run2)) for a in args])
     assert res.returncode == 1 and f"encoders.master@{name}" in res.stdout, res.stdout
+
+
+def test_encoder_behind_a_fixed_size_input_wrapper_is_taken_out_of_the_checkpoint(tmp_path):
+    """The SAM/SAM2 baselines at 1024x1024 (configs/backbone/*_1024.yaml) wrap the encoder in FixedSizeInput: the
+    run config holds it under backbone.encoder and the checkpoint under backbone.encoder.encoder.*."""
+    from omegaconf import OmegaConf
+
+    from mgfusion.backbones import FixedSizeInput, build_encoder
+
+    torch.manual_seed(3)
+    wrapper = FixedSizeInput(encoder=build_encoder("sam2_hiera_micro"), input_size=64)
+    run = tmp_path / "s2_ft_run"
+    run.mkdir()
+    node = {"_target_": "mgfusion.backbones.build_encoder", "name": "sam2_hiera_micro", "weights": None,
+            "freeze": False}
+    OmegaConf.save({"backbone": {"_target_": "mgfusion.backbones.FixedSizeInput", "input_size": [64, 64],
+                                 "fill": "zeros", "encoder": node}, "weights": None}, run / "config.yaml")
+    model = {f"backbone.encoder.{k}": v for k, v in wrapper.state_dict().items()}
+    model["sem_seg_head.dummy"] = torch.zeros(2)
+    torch.save({"model": model, "iteration": 5}, run / "model_final.pth")
+
+    part = resolve_checkpoint_part(f"encoder@{run}")
+    assert part.prefix == "backbone.encoder.encoder." and part.registry_name == "sam2_hiera_micro"
+    state = without_signature(finetuned_encoder(part, CPU).state_dict())
+    expected = without_signature(wrapper.encoder.state_dict())
+    assert set(state) == set(expected) and all(torch.equal(state[k], expected[k]) for k in expected)
