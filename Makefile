@@ -15,9 +15,12 @@ demo: setup
 	@echo "[demo] running scripts/demo.sh -> $(DEMO_OUT)"
 	@PY=$(PY) DEMO_OUT=$(DEMO_OUT) bash scripts/demo.sh
 
+# Two pytest workers (pytest-xdist), one test file per worker at a time so that a file's session fixtures (tiny
+# dataset trees, the demo run) are built once; PYTEST_WORKERS=0 runs in one process.
+PYTEST_WORKERS ?= 2
 test: setup
-	@echo "[test] $(PY) -m pytest -q tests"
-	@$(PY) -m pytest -q tests
+	@echo "[test] $(PY) -m pytest -q -n $(PYTEST_WORKERS) --dist loadfile tests"
+	@$(PY) -m pytest -q -n $(PYTEST_WORKERS) --dist loadfile tests
 
 # Benchmarks: extra packages for the Mask2Former comparison (maskformer2 comes with `setup`), then every script
 # (tables printed, JSON in benchmarks/results).

@@ -1,4 +1,4 @@
-"""Master-auxiliary fusion backbone (the paper's §3.3, SPEC §4-§5).
+"""Master-auxiliary fusion backbone (the paper's §3.3; docs/fusion.md).
 
 The master encoder (structure-strong, trainable) gives the 4-level pyramid; at each injection stride the frozen
 auxiliary encoder's (edge-strong) feature enters through an injection operator (:mod:`.injection`; the paper's
@@ -12,8 +12,8 @@ discarded, so the parameters that feed only that level (a ViT neck's projection)
 gradient (and would count as unused parameters under DDP).
 
 The injection stride comes from the constructor (``inject={16: "replace"}``), or from a saved profile
-(``inject_from_profile=path``: argmax over strides of the auxiliary's mean EF, SPEC §4). ``dynamic_stride=True``
-reproduces the authors' code (SPEC §4, bug B10): the stride is re-selected on every forward pass as the argmax of the
+(``inject_from_profile=path``: argmax over strides of the auxiliary's mean EF, docs/fusion.md). ``dynamic_stride=True``
+reproduces the authors' code (docs/differences.md, B10): the stride is re-selected on every forward pass as the argmax of the
 batch-summed reference EF of the auxiliary's levels; it is off by default.
 
 Auxiliary-free inference (:mod:`.distillation`): with ``distillation`` enabled, training adds a loss aligning a 1x1
@@ -79,7 +79,7 @@ class FusionBackbone(Encoder):
             the master's ``tuning=frozen`` kept for old configs (it contradicts ``last_n`` and ``lora``).
         aux_input_size: ``None`` = the auxiliary sees the master's input; an int resizes the input so its long side
             has that many pixels (e.g. 1024 for SAM2); ``(H, W)`` resizes to that size.
-        dynamic_stride: reproduction option: choose the stride per batch by the auxiliary's reference EF (SPEC §4).
+        dynamic_stride: reproduction option: choose the stride per batch by the auxiliary's reference EF (docs/differences.md, B10).
         distillation: ``{enabled, weight, loss: cosine|mse|both, detach_student}`` (:mod:`.distillation`).
         inference: eval-mode behaviour: ``fused`` (default), ``master_only`` (the master's own pyramid, no auxiliary)
             or ``distilled`` (needs ``distillation``; the projected master map replaces the auxiliary's).

@@ -75,7 +75,7 @@ class PlainViTEncoder(Encoder):
         model_name: timm name (e.g. ``vit_base_patch16_dinov3_qkvb``).
         family: ``dinov3`` | ``dinov2`` | ``samvit`` (checkpoint conversion and final-norm handling).
         weights / strict: see :func:`create_timm_trunk`.
-        neck: ``paper`` (SPEC §5.1, default), ``vitdet`` or ``raw``.
+        neck: ``paper`` (docs/fusion.md, default), ``vitdet`` or ``raw``.
         neck_channels: output channels per level (int or 4 values); ``None`` = the neck's default
             (paper 128/256/512/1024, vitdet 256).
         taps: ``None`` = the last block for every level; otherwise block indices (negative allowed), either one

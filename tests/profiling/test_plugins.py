@@ -15,35 +15,11 @@ from mgfusion.utils.plugins import (
     import_modules,
     load_entry_point_plugins,
 )
+from tests.user_encoder_source import TINY_ENCODER_SOURCE
 
 REPO = Path(__file__).resolve().parents[2]
 
-ENCODER_SOURCE = '''
-import torch.nn.functional as F
-from torch import nn
-
-from mgfusion.backbones import Encoder, register_encoder
-
-
-class TinyConvEncoder(Encoder):
-    """Four strided convolutions: {4: w, 8: 2w, 16: 4w, 32: 8w} channels."""
-
-    size_divisibility = 32
-
-    def __init__(self, width: int = 8) -> None:
-        super().__init__()
-        chans = [3, width, 2 * width, 4 * width, 8 * width]
-        self.out_channels = {s: chans[i + 1] for i, s in enumerate((4, 8, 16, 32))}
-        self.stages = nn.ModuleList(nn.Conv2d(chans[i], chans[i + 1], 3, stride=4 if i == 0 else 2, padding=1)
-                                    for i in range(4))
-
-    def forward_padded(self, x):
-        out = {}
-        for s, conv in zip((4, 8, 16, 32), self.stages):
-            x = F.gelu(conv(x))
-            out[s] = x
-        return out
-'''
+ENCODER_SOURCE = TINY_ENCODER_SOURCE
 
 
 def _write_plugin_tree(root: Path) -> None:
