@@ -16,11 +16,12 @@ deformable sampling (``grid_sample``) of the pixel decoder.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -160,8 +161,21 @@ def _has_dynamic_stride(model: nn.Module) -> bool:
     return any(bool(getattr(m, "dynamic_stride", False)) for m in model.modules())
 
 
+@contextlib.contextmanager
+def inference_mode_of(model: nn.Module) -> Iterator[None]:
+    """``model.eval()`` for the duration, then every submodule's own ``training`` flag restored."""
+    flags = [(m, m.training) for m in model.modules()]
+    model.eval()
+    try:
+        yield
+    finally:
+        for m, training in flags:
+            m.training = training
+
+
 def model_cost(model: nn.Module, image_hw: Sequence[int]) -> dict[str, Any]:
-    """Parameters and forward GFLOPs of a whole segmentation model at one input size, per part and in total.
+    """Parameters and inference GFLOPs (the model in eval mode) of a whole segmentation model at one input size, per
+    part and in total.
 
     Args:
         model: a Mask2Former-style model with ``backbone`` (normalized (1,3,H,W) -> features), ``pixel_decoder``
@@ -186,12 +200,14 @@ def model_cost(model: nn.Module, image_hw: Sequence[int]) -> dict[str, Any]:
     h, w = (int(v) for v in image_hw)
     x = torch.empty(1, 3, h, w, device="meta")
     feats: dict[str, Any] = {}
-    flops = {
-        "backbone": count_gflops(lambda: feats.update(backbone=meta_call(model.backbone, x))),
-        "pixel_decoder": count_gflops(lambda: feats.update(pixel=meta_call(model.pixel_decoder, feats["backbone"]))),
-        "transformer_decoder": count_gflops(
-            lambda: meta_call(model.transformer_decoder, feats["pixel"][1], feats["pixel"][0])),
-    }
+    with inference_mode_of(model):  # the inference cost (e.g. without a distilled-away auxiliary), no training losses
+        flops = {
+            "backbone": count_gflops(lambda: feats.update(backbone=meta_call(model.backbone, x))),
+            "pixel_decoder": count_gflops(
+                lambda: feats.update(pixel=meta_call(model.pixel_decoder, feats["backbone"]))),
+            "transformer_decoder": count_gflops(
+                lambda: meta_call(model.transformer_decoder, feats["pixel"][1], feats["pixel"][0])),
+        }
     parts = {}
     for name in MODEL_PARTS:
         total, trainable = count_params(getattr(model, name))

@@ -173,3 +173,28 @@ def test_config_keys_compose_into_a_distilled_backbone():
     assert fb.inference == "distilled" and fb.distillation.settings.loss == "cosine"
     assert tuple(fb.distillation.proj["16"].weight.shape) == (fb.auxiliary.out_channels[16], fb.master.out_channels[16],
                                                              1, 1)
+
+
+def test_distillation_trains_through_the_engine_and_records_the_inference_cost(tmp_path):
+    """The engine's whole-model cost count (model_cost.json, written before the first step) runs the model in eval
+    mode: it must not leave a distillation loss behind for the first training step, and it counts the distilled
+    model without the auxiliary."""
+    import json
+
+    from mgfusion.engine import build_model, run
+    from mgfusion.profiling.cost import model_cost
+    from tests.engine.test_tuning_optim import _overrides
+
+    out = tmp_path / "distilled"
+    cfg = compose_train(*_overrides(out, "full", "backbone.distillation.enabled=true",
+                                    "backbone.fusion.inference=distilled", "solver.max_iter=2", "dataset.test=[]"))
+    run(cfg)
+    assert (out / "model_final.pth").is_file()
+    losses = [json.loads(line) for line in (out / "metrics.json").read_text().splitlines()]
+    assert any("loss_distill_s16" in row for row in losses)
+    cost = json.loads((out / "model_cost.json").read_text())
+    fused_cfg = compose_train(*_overrides(tmp_path / "unused", "full", "backbone.distillation.enabled=true",
+                                          "backbone.fusion.inference=fused"))
+    fused = model_cost(build_model(fused_cfg, torch.device("cpu")), (1024, 2048))
+    assert cost["input"] == fused["input"] == "1024x2048"
+    assert 0 < cost["parts"]["backbone"]["GFLOPs"] < fused["parts"]["backbone"]["GFLOPs"]  # no auxiliary call
