@@ -37,7 +37,7 @@ else
     "${PIP[@]}" install torch==2.14.1 torchvision==0.29.1
 fi
 
-step "installing mgfusion (editable) with its dependencies and the dev extra (pytest, scikit-image, peft for LoRA)"
+step "installing mgfusion (editable) with its dependencies and the dev extra (pytest, pytest-xdist, scikit-image, onnx, peft for LoRA)"
 "${PIP[@]}" install -e ".[dev]"
 
 # detectron2 comes after mgfusion's own dependencies: importing it needs fvcore, iopath, pycocotools, ...
