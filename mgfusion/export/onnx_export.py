@@ -75,6 +75,54 @@ def use_deform_attn_impl(model: nn.Module, impl: str) -> Iterator[None]:
             m.core, m.impl = core, name
 
 
+# ---- symbolic-shape-friendly window partitioning for SAM2 Hiera (timm.models.hieradet_sam2) -------------------
+# timm pads each block's map to its window size with ``(w - H % w) % w`` and recovers the batch as
+# ``windows.shape[0] // (H * W // w // w)``. With symbolic H, W every view of every block then needs sympy to prove
+# identities about nested Mod/FloorDiv terms, which made tracing a 5-block micro Hiera take ~3 minutes. The versions
+# below compute the same padded sizes as ``ceil(H / w) * w`` and let ``reshape``/``view`` infer the batch: identical
+# tensors, about a quarter of the tracing time. They are swapped in only while torch.export traces the model.
+
+
+def _hiera_calc_pad(h, w, window_size):
+    hp = (h + window_size[0] - 1) // window_size[0] * window_size[0]
+    wp = (w + window_size[1] - 1) // window_size[1] * window_size[1]
+    return hp, wp, hp - h, wp - w
+
+
+def _hiera_window_partition(x: Tensor, window_size) -> Tensor:
+    b, h, w, c = x.shape
+    x = x.view(b, h // window_size[0], window_size[0], w // window_size[1], window_size[1], c)
+    return x.permute(0, 1, 3, 2, 4, 5).reshape(-1, window_size[0], window_size[1], c)
+
+
+def _hiera_window_unpartition(windows: Tensor, window_size, hw) -> Tensor:
+    hp, wp = hw
+    c = windows.shape[-1]
+    x = windows.view(-1, hp // window_size[0], wp // window_size[1], window_size[0], window_size[1], c)
+    return x.permute(0, 1, 3, 2, 4, 5).reshape(-1, hp, wp, c)
+
+
+@contextlib.contextmanager
+def traceable_hiera_windows() -> Iterator[None]:
+    """Temporarily replace timm's Hiera window helpers by the equivalent, trace-friendly ones above."""
+    import timm.models.hieradet_sam2 as hiera
+
+    names = {"_calc_pad": _hiera_calc_pad, "window_partition": _hiera_window_partition,
+             "window_unpartition": _hiera_window_unpartition}
+    missing = [n for n in names if not hasattr(hiera, n)]
+    if missing:  # a timm version that reorganised the module: trace its own code (slower, still correct)
+        yield
+        return
+    saved = {n: getattr(hiera, n) for n in names}
+    try:
+        for n, fn in names.items():
+            setattr(hiera, n, fn)
+        yield
+    finally:
+        for n, fn in saved.items():
+            setattr(hiera, n, fn)
+
+
 def input_size_multiple(model: nn.Module) -> int:
     """The multiple that image height and width must have for the exported graph (the model's padding rule)."""
     return int(getattr(model, "size_divisibility", 0) or 1)
@@ -154,8 +202,8 @@ def export_onnx(
     dims = {0: torch.export.Dim("batch"), 2: multiple * torch.export.Dim("height_units"),
             3: multiple * torch.export.Dim("width_units")}
     start = time.monotonic()
-    log("[export] tracing with torch.export (dynamic batch/height/width; minutes for windowed encoders such as Hiera)")
-    with use_deform_attn_impl(model, "grid_sample"), torch.no_grad():
+    log("[export] tracing with torch.export (dynamic batch/height/width; a minute or more for large models)")
+    with use_deform_attn_impl(model, "grid_sample"), traceable_hiera_windows(), torch.no_grad():
         # deferred runtime asserts instead of guards: a guard that sympy cannot prove for every size (e.g. timm's
         # DINOv3 RoPE turns a grid size into a float) would otherwise fix height/width at the example's values
         program = torch.export.export(wrapper, (example,), dynamic_shapes={"images": dims}, strict=False,
