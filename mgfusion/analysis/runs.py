@@ -31,7 +31,7 @@ METRIC_ALIASES: dict[str, tuple[str, str]] = {
     "mIoU": ("sem_seg", "mIoU"),
 }
 _RESULT_FILES = {"final": ("final_metrics.json", "config.yaml"), "eval": ("eval_metrics.json", "eval_config.yaml")}
-_SKIP_DIRS = ("inference", "superseded", "plots")  # folders inside a run (or a profile) that hold no run
+_SKIP_DIRS = ("inference", "eval_inference", "superseded", "plots")  # folders inside a run (or a profile) that hold no run
 
 
 @dataclass(frozen=True)

@@ -53,10 +53,12 @@ logger = logging.getLogger(__name__)
 
 def evaluate(model: nn.Module, dataset_cfg: DictConfig, *, output_dir: str, num_workers: int = 0,
              loaded: Mapping[str, list[dict]] | None = None,
-             test_time: Mapping[str, Any] | None = None) -> dict[str, Any]:
+             test_time: Mapping[str, Any] | None = None, inference_dir: str = "inference") -> dict[str, Any]:
     """Evaluate ``model`` on every ``dataset.test`` name with the dataset's evaluator (all ranks must call this).
 
     Args:
+        output_dir: the run folder; the evaluators write into ``<output_dir>/<inference_dir>/<dataset name>/``
+            (``eval_inference`` for ``eval_only``, so a training run's final evaluation files are kept).
         loaded: test dataset dicts already read (:func:`~mgfusion.engine.data.load_datasets`).
         test_time: the ``test_time`` config node (whole image, sliding window, TTA; see
             :mod:`mgfusion.inference.test_time`); None = whole image. :func:`test_time_summary` gives what to record.
@@ -74,7 +76,7 @@ def evaluate(model: nn.Module, dataset_cfg: DictConfig, *, output_dir: str, num_
     results: dict[str, Any] = OrderedDict()
     for name in dataset_cfg.test:
         loader = build_test_loader(dataset_cfg, name, num_workers=num_workers, loaded=loaded)
-        evaluator = make_evaluator(dataset_name=name, output_dir=os.path.join(output_dir, "inference", name))
+        evaluator = make_evaluator(dataset_name=name, output_dir=os.path.join(output_dir, inference_dir, name))
         with torch.no_grad():
             results[name] = inference_on_dataset(model, loader, evaluator)
         if comm.is_main_process():

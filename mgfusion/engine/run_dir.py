@@ -39,6 +39,7 @@ __all__ = [
     "MAX_NAME_CHARS",
     "OVERRIDES_FILE",
     "RESUME_MAY_DIFFER",
+    "EVAL_FILES",
     "RUN_FILES",
     "RunDirError",
     "check_run_dir",
@@ -57,7 +58,10 @@ OVERRIDES_FILE = "overrides.txt"
 #: files and folders a training or evaluation run writes (what ``overwrite=true`` moves away).
 RUN_FILES = ("model_*.pth", ".model_*.pth.*.tmp", "last_checkpoint", "config.yaml", "eval_config.yaml",
              "metrics.json", "final_metrics.json", "eval_metrics.json", "log.txt", "log.txt.rank*",
-             "events.out.tfevents.*", "per_class_ap_*.md", "inference", OVERRIDES_FILE)
+             "events.out.tfevents.*", "per_class_ap_*.md", "eval_per_class_ap_*.md", "inference", "eval_inference",
+             OVERRIDES_FILE)
+#: the files an ``eval_only`` launch writes (next to a training run's files, which it never touches).
+EVAL_FILES = ("eval_config.yaml", "eval_metrics.json", "eval_per_class_ap_*.md", "eval_inference")
 #: the files that mark a folder as holding a (possibly finished) training run.
 _TRAINING_MARKERS = ("model_*.pth", "last_checkpoint", "metrics.json", "final_metrics.json")
 #: config keys that may differ between a run and its resumption: they do not change what is trained. The process
@@ -148,7 +152,17 @@ def check_run_dir(output_dir: str, config: Mapping[str, Any], *, resume: bool, o
             ``resume`` with a config that differs from the saved ``config.yaml`` in keys outside
             :data:`RESUME_MAY_DIFFER`.
     """
-    if eval_only or not os.path.isdir(output_dir):
+    if not os.path.isdir(output_dir):
+        return
+    if eval_only:
+        held = previous_run_files(output_dir, ("eval_metrics.json",))
+        if held and not overwrite:
+            raise RunDirError(
+                f"output_dir {output_dir} already holds an evaluation (eval_metrics.json); evaluating again would "
+                "overwrite it. Pass overwrite=true to evaluate there anyway (the previous evaluation's files are "
+                f"moved, not deleted, into {os.path.join(output_dir, 'overwritten-<UTC time>')}/), or choose another "
+                "output_dir. A training run's own files are never touched by eval_only."
+            )
         return
     if resume and overwrite:
         raise RunDirError("resume=true and overwrite=true contradict each other: resume continues the run in "
@@ -176,10 +190,11 @@ def check_run_dir(output_dir: str, config: Mapping[str, Any], *, resume: bool, o
             )
 
 
-def move_previous_run(output_dir: str) -> str | None:
-    """Move every :data:`RUN_FILES` entry of ``output_dir`` into ``output_dir/overwritten-<UTC time>/``; returns
-    that folder (None when there was nothing to move). Nothing is deleted."""
-    names = previous_run_files(output_dir)
+def move_previous_run(output_dir: str, patterns: Iterable[str] = RUN_FILES) -> str | None:
+    """Move every entry of ``output_dir`` matching ``patterns`` (default :data:`RUN_FILES`; :data:`EVAL_FILES` for
+    an ``eval_only`` overwrite) into ``output_dir/overwritten-<UTC time>/``; returns that folder (None when there was
+    nothing to move). Nothing is deleted."""
+    names = previous_run_files(output_dir, patterns)
     if not names:
         return None
     target = os.path.join(output_dir, "overwritten-" + time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()))

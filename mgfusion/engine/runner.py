@@ -14,8 +14,10 @@ checks, in this order (each failure is an error that names the problem and the f
 Outputs in ``output_dir``: ``config.yaml`` (resolved config; ``eval_config.yaml`` for ``eval_only``), ``overrides.txt``
 (the command-line overrides the folder is named after), ``log.txt`` (``log.txt.rank<N>`` for other ranks),
 ``metrics.json``, TensorBoard events, ``model_<iter>.pth`` / ``model_final.pth`` + ``last_checkpoint``,
-``inference/<dataset>/`` (evaluator files), and ``final_metrics.json`` (training) or ``eval_metrics.json``
-(``eval_only``). The metrics files record how the model was initialised (``weights``, ``weights_strict``, keys
+``inference/<dataset>/`` (evaluator files), and ``final_metrics.json`` (training); an ``eval_only`` launch writes
+only ``eval_config.yaml``, ``eval_metrics.json``, ``eval_inference/<dataset>/`` and ``eval_per_class_ap_*.md``, so
+it can evaluate into a training run's folder without touching that run's files (a second evaluation there needs
+``overwrite=true``, which moves the first one aside). The metrics files record how the model was initialised (``weights``, ``weights_strict``, keys
 skipped by a non-strict load, randomly initialised encoders).
 """
 
@@ -47,7 +49,13 @@ from .config import device_type_of, require_keys, resolve_device, resolve_seed
 from .data import load_datasets, register_datasets
 from .distributed import launch_workers
 from .evaluation import evaluate, format_results, test_time_summary, write_metrics_json
-from .run_dir import OVERRIDES_FILE, check_run_dir, move_previous_run
+from .run_dir import (
+    EVAL_FILES,
+    OVERRIDES_FILE,
+    RUN_FILES,
+    check_run_dir,
+    move_previous_run,
+)
 from .trainer import Trainer
 
 __all__ = ["EVAL_METRICS", "FINAL_METRICS", "run", "run_worker"]
@@ -88,10 +96,11 @@ def run(cfg: DictConfig, *, overrides: str | None = None) -> dict[str, Any]:
     loaded = load_datasets(cfg.dataset, train=not eval_only)
 
     # ---- checks passed: from here on the run writes into output_dir ----
-    if overwrite and not eval_only and cfg.runtime.machine_rank == 0 and os.path.isdir(output_dir):
-        moved = move_previous_run(output_dir)
+    if overwrite and cfg.runtime.machine_rank == 0 and os.path.isdir(output_dir):
+        moved = move_previous_run(output_dir, EVAL_FILES if eval_only else RUN_FILES)
         if moved:
-            logger.warning("overwrite=true: the previous run's files in %s were moved to %s", output_dir, moved)
+            logger.warning("overwrite=true: the previous %s files in %s were moved to %s",
+                           "evaluation's" if eval_only else "run's", output_dir, moved)
     os.makedirs(output_dir, exist_ok=True)
     atomic_write_text(os.path.join(output_dir, "eval_config.yaml" if eval_only else "config.yaml"),
                       OmegaConf.to_yaml(container))
@@ -181,7 +190,7 @@ def _evaluate_checkpoint(cfg: DictConfig, output_dir: str, loaded: Mapping[str, 
     if cfg.get("merge_lora") and merge_lora(model):  # fold LoRA adapters into the weights (same outputs, faster)
         logger.info("Merged the LoRA adapters into the encoder weights (merge_lora=true)")
     results = evaluate(model, cfg.dataset, output_dir=output_dir, num_workers=cfg.runtime.num_workers, loaded=loaded,
-                       test_time=cfg.get("test_time"))
+                       test_time=cfg.get("test_time"), inference_dir="eval_inference")
     if comm.is_main_process():
         iteration = extra.get("iteration")
         logger.info("Results of %s (iteration %s):\n%s", cfg.weights, iteration, format_results(results))
@@ -190,16 +199,16 @@ def _evaluate_checkpoint(cfg: DictConfig, output_dir: str, loaded: Mapping[str, 
                            test_time=test_time_summary(cfg.get("test_time"), cfg.dataset),
                            tuning=tuning_record(model),
                            **_init_record(cfg, checkpointer))
-        _write_class_tables(results, output_dir)
+        _write_class_tables(results, output_dir, prefix="eval_")
     return results
 
 
-def _write_class_tables(results: dict[str, Any], output_dir: str) -> None:
+def _write_class_tables(results: dict[str, Any], output_dir: str, prefix: str = "") -> None:
     """Per-class AP grouped as in the paper's Table 4 (e.g. Cityscapes boundary-sensitive vs large rigid classes),
-    written as ``per_class_ap_<grouping>.md`` when the results have every class of a known grouping."""
+    written as ``<prefix>per_class_ap_<grouping>.md`` when the results have every class of a known grouping."""
     for name in matching_groupings(results):
         table = grouped_class_markdown({os.path.basename(output_dir.rstrip(os.sep)) or "run": results}, name)
-        atomic_write_text(os.path.join(output_dir, f"per_class_ap_{name}.md"), table + "\n")
+        atomic_write_text(os.path.join(output_dir, f"{prefix}per_class_ap_{name}.md"), table + "\n")
         logger.info("Per-class AP (%s groups):\n%s", name, table)
 
 

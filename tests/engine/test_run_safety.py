@@ -140,3 +140,30 @@ def test_run_names_are_bounded_unique_stable_and_usable_in_overrides():
     odd = run_name("model.list=[1,2],name='a b',x=y:z")
     weights = f"weights=outputs/x/y/{odd}/model_final.pth"
     assert OverridesParser.create().parse_override(weights).value() == weights[len("weights="):]
+
+
+def test_eval_only_in_a_training_folder_keeps_the_run_and_a_second_evaluation_needs_overwrite(finished_copy):
+    def files(folder):
+        return {str(p.relative_to(folder)): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+
+    before = files(finished_copy)
+    assert any(name.startswith("inference/") for name in before)  # the final evaluation's evaluator files
+    weights = f"weights={finished_copy / 'model_final.pth'}"
+    run(compose_tiny(finished_copy, *SAME, "eval_only=true", weights))
+    after = files(finished_copy)
+    assert {k: after[k] for k in before if k != "log.txt"} == {k: v for k, v in before.items() if k != "log.txt"}
+    first_eval = json.loads((finished_copy / "eval_metrics.json").read_text())
+    assert first_eval["iteration"] == 19 and any(k.startswith("eval_inference/") for k in after)
+
+    with pytest.raises(RunDirError, match=rf"output_dir {finished_copy} already holds an evaluation "
+                                          r"\(eval_metrics.json\); evaluating again would overwrite it. "
+                                          r"Pass overwrite=true"):
+        run(compose_tiny(finished_copy, *SAME, "eval_only=true", weights))
+    assert files(finished_copy) == after  # nothing written
+
+    run(compose_tiny(finished_copy, *SAME, "eval_only=true", weights, "overwrite=true"))
+    [moved] = finished_copy.glob("overwritten-*")
+    assert json.loads((moved / "eval_metrics.json").read_text()) == first_eval
+    assert (moved / "eval_inference").is_dir() and not (moved / "model_final.pth").exists()
+    final = files(finished_copy)
+    assert {k: final[k] for k in before if k != "log.txt"} == {k: v for k, v in before.items() if k != "log.txt"}
