@@ -39,6 +39,7 @@ __all__ = [
     "MAX_NAME_CHARS",
     "OVERRIDES_FILE",
     "RESUME_MAY_DIFFER",
+    "DRAWN_SEED_FILE",
     "EVAL_FILES",
     "RUN_FILES",
     "RunDirError",
@@ -56,10 +57,12 @@ MAX_NAME_CHARS = 80
 #: the full override string of a run, written into its folder.
 OVERRIDES_FILE = "overrides.txt"
 #: files and folders a training or evaluation run writes (what ``overwrite=true`` moves away).
+#: the random seed of a ``seed: null`` run, drawn at its start and reused by ``resume=true``
+DRAWN_SEED_FILE = "drawn_seed.txt"
 RUN_FILES = ("model_*.pth", ".model_*.pth.*.tmp", "last_checkpoint", "config.yaml", "eval_config.yaml",
              "metrics.json", "final_metrics.json", "eval_metrics.json", "log.txt", "log.txt.rank*",
              "events.out.tfevents.*", "per_class_ap_*.md", "eval_per_class_ap_*.md", "inference", "eval_inference",
-             OVERRIDES_FILE)
+             DRAWN_SEED_FILE, OVERRIDES_FILE)
 #: the files an ``eval_only`` launch writes (next to a training run's files, which it never touches).
 EVAL_FILES = ("eval_config.yaml", "eval_metrics.json", "eval_per_class_ap_*.md", "eval_inference")
 #: the files that mark a folder as holding a (possibly finished) training run.

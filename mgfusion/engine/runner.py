@@ -50,6 +50,7 @@ from .data import load_datasets, register_datasets
 from .distributed import launch_workers
 from .evaluation import evaluate, format_results, test_time_summary, write_metrics_json
 from .run_dir import (
+    DRAWN_SEED_FILE,
     EVAL_FILES,
     OVERRIDES_FILE,
     RUN_FILES,
@@ -132,7 +133,7 @@ def run_worker(container: dict[str, Any], output_dir: str, init: Mapping[str, An
     cfg = OmegaConf.create(container)
     load_plugins(cfg.get("imports") or ())  # a spawned DDP worker starts without the user's registrations
     with _logging_to(output_dir):
-        seed = resolve_seed(cfg.seed)
+        seed = _run_seed(cfg, output_dir)
         if comm.get_world_size() > 1:
             seed = comm.all_gather(seed)[0]  # a random seed must be shared (sampler order)
         seed_all_rng(seed + comm.get_rank())
@@ -152,6 +153,22 @@ def run_worker(container: dict[str, Any], output_dir: str, init: Mapping[str, An
                    else _train(cfg, output_dir, seed, loaded, init))
         comm.synchronize()
     return results
+
+
+def _run_seed(cfg: DictConfig, output_dir: str) -> int:
+    """``cfg.seed``, or for ``seed: null`` (or < 0) a random seed that is drawn once per training run and kept in
+    ``<output_dir>/drawn_seed.txt``, so that ``resume=true`` continues the same sample order and augmentations."""
+    if cfg.seed is not None and int(cfg.seed) >= 0:
+        return int(cfg.seed)
+    path = os.path.join(output_dir, DRAWN_SEED_FILE)
+    if not cfg.eval_only and cfg.resume and os.path.isfile(path):
+        seed = int(open(path, encoding="utf-8").read().strip())
+        logger.info("seed=null: resuming with the seed drawn when the run started (%d, %s)", seed, path)
+        return seed
+    seed = resolve_seed(None)
+    if not cfg.eval_only and comm.is_main_process():
+        atomic_write_text(path, f"{seed}\n")
+    return seed
 
 
 def _init_record(cfg: DictConfig, checkpointer: AtomicCheckpointer) -> dict[str, Any]:

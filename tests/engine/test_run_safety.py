@@ -167,3 +167,16 @@ def test_eval_only_in_a_training_folder_keeps_the_run_and_a_second_evaluation_ne
     assert (moved / "eval_inference").is_dir() and not (moved / "model_final.pth").exists()
     final = files(finished_copy)
     assert {k: final[k] for k in before if k != "log.txt"} == {k: v for k, v in before.items() if k != "log.txt"}
+
+
+def test_a_drawn_seed_is_kept_for_resume_and_moved_aside_by_overwrite(tmp_path):
+    out = tmp_path / "drawn"
+    run(compose_tiny(out, "seed=null", "solver.max_iter=2"))
+    seed = int((out / "drawn_seed.txt").read_text())
+    assert f"seed {seed}, output" in (out / "log.txt").read_text()
+    run(compose_tiny(out, "seed=null", "solver.max_iter=2", "resume=true"))
+    assert f"resuming with the seed drawn when the run started ({seed}," in (out / "log.txt").read_text()
+    assert int((out / "drawn_seed.txt").read_text()) == seed
+    run(compose_tiny(out, "seed=null", "solver.max_iter=2", "overwrite=true"))
+    [moved] = out.glob("overwritten-*")
+    assert int((moved / "drawn_seed.txt").read_text()) == seed and (out / "drawn_seed.txt").is_file()
