@@ -38,7 +38,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from .timm_encoders import HierarchicalEncoder
-from .weights import CheckpointMismatchError, CheckpointReadError, read_state_dict
+from .weights import (
+    CheckpointMismatchError,
+    CheckpointReadError,
+    read_state_dict,
+    state_dict_differences,
+)
 
 __all__ = ["NECK_PREFIX", "SAM2FpnEncoder", "SAM2FpnNeck", "apply_level_aliases", "load_sam2_neck_weights"]
 
@@ -133,10 +138,7 @@ def load_sam2_neck_weights(neck: SAM2FpnNeck, path: str | os.PathLike, *, strict
                                   "state dict")
     sd = {k[len(NECK_PREFIX):]: v for k, v in inner.items() if isinstance(k, str) and k.startswith(NECK_PREFIX)}
     own = neck.state_dict()
-    missing = sorted(set(own) - set(sd))
-    unexpected = sorted(set(sd) - set(own))
-    shapes = sorted(f"{k}: checkpoint {tuple(v.shape)} vs model {tuple(own[k].shape)}"
-                    for k, v in sd.items() if k in own and tuple(v.shape) != tuple(own[k].shape))
+    missing, unexpected, shapes = state_dict_differences(own, sd)
     if strict and (missing or unexpected or shapes):
         err = CheckpointMismatchError(os.fspath(path), [NECK_PREFIX + k for k in missing],
                                       [NECK_PREFIX + k for k in unexpected], [NECK_PREFIX + s for s in shapes])

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import dataclass, field
-from typing import Callable, Mapping
+from typing import Any, Callable, Mapping
 
 import torch
 from torch import nn
@@ -43,6 +43,22 @@ class CheckpointMismatchError(RuntimeError):
             + fmt("shape mismatches", shapes)
             + "\n  Pass strict=False to load the matching subset anyway."
         )
+
+
+def state_dict_differences(own: Mapping[str, Any], loaded: Mapping[str, Any]) -> tuple[list[str], list[str], list[str]]:
+    """How ``loaded`` (a checkpoint's state dict) differs from a model's own ``state_dict()``.
+
+    Returns:
+        ``(missing, unexpected, shapes)``: sorted keys the model has and ``loaded`` lacks, sorted keys ``loaded`` has
+        and the model lacks, and ``"key: checkpoint (shape) vs model (shape)"`` for each common tensor whose shape
+        differs (sorted by key). All empty = a strict load fits.
+    """
+    missing = sorted(set(own) - set(loaded))
+    unexpected = sorted(set(loaded) - set(own))
+    shapes = [f"{k}: checkpoint {tuple(loaded[k].shape)} vs model {tuple(own[k].shape)}"
+              for k in sorted(set(own) & set(loaded))
+              if isinstance(loaded[k], torch.Tensor) and tuple(loaded[k].shape) != tuple(own[k].shape)]
+    return missing, unexpected, shapes
 
 
 class CheckpointReadError(RuntimeError):
@@ -179,14 +195,7 @@ def load_weights_into(
     dropped = sorted(set(converted) - set(sd))
     if dropped:
         logger.info("%s: ignoring %d head/neck keys not used for features: %s", path, len(dropped), dropped[:8])
-    own = model.state_dict()
-    missing = sorted(set(own) - set(sd))
-    unexpected = sorted(set(sd) - set(own))
-    shapes = sorted(
-        f"{k}: checkpoint {tuple(v.shape)} vs model {tuple(own[k].shape)}"
-        for k, v in sd.items()
-        if k in own and isinstance(v, torch.Tensor) and v.shape != own[k].shape
-    )
+    missing, unexpected, shapes = state_dict_differences(model.state_dict(), sd)
     if strict and (missing or unexpected or shapes):
         raise CheckpointMismatchError(os.fspath(path), missing, unexpected, shapes)
     if shapes:

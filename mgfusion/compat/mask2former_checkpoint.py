@@ -32,6 +32,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from mgfusion.backbones.weights import state_dict_differences
+
 __all__ = [
     "ConversionReport",
     "UnmappedKeysError",
@@ -287,10 +289,7 @@ def check_against_model(converted: Mapping[str, Tensor], model: nn.Module, *, he
     expected = model.state_dict()
     if head_only:
         expected = {k: v for k, v in expected.items() if k.startswith(HEAD_PREFIXES) or k in converted}
-    missing = sorted(set(expected) - set(converted))
-    unexpected = sorted(set(converted) - set(expected))
-    shapes = [f"{k}: checkpoint {tuple(converted[k].shape)} vs model {tuple(expected[k].shape)}"
-              for k in sorted(set(expected) & set(converted)) if tuple(converted[k].shape) != tuple(expected[k].shape)]
+    missing, unexpected, shapes = state_dict_differences(expected, converted)
     problems = []
     if missing:
         problems.append(f"{len(missing)} model keys get no checkpoint tensor: {_listing(missing)}")

@@ -14,6 +14,7 @@ from detectron2.data import Metadata, MetadataCatalog
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
+from mgfusion.backbones.weights import state_dict_differences
 from mgfusion.engine.build import build_model
 from mgfusion.engine.checkpoint import CheckpointError, read_checkpoint
 from mgfusion.engine.data import register_datasets
@@ -108,11 +109,7 @@ def load_state_dict_strict(model: nn.Module, path: str | os.PathLike) -> dict[st
     state = data.get("model", data) if isinstance(data.get("model"), dict) else data
     if not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise StrictLoadError(f"checkpoint {path} has no 'model' state dict of tensors (keys: {sorted(data)[:10]})")
-    own = model.state_dict()
-    missing = sorted(set(own) - set(state))
-    unexpected = sorted(set(state) - set(own))
-    mismatched = sorted(f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
-                        for k in set(own) & set(state) if state[k].shape != own[k].shape)
+    missing, unexpected, mismatched = state_dict_differences(model.state_dict(), state)
     if missing or unexpected or mismatched:
         parts = [f"{label} ({len(keys)}): {', '.join(keys[:12])}{' ...' if len(keys) > 12 else ''}"
                  for label, keys in (("missing keys", missing), ("unexpected keys", unexpected),

@@ -39,6 +39,7 @@ from mgfusion.backbones import (
     build_encoder,
     read_state_dict,
 )
+from mgfusion.backbones.weights import state_dict_differences
 
 from .settings import ProfileConfigError, split_checkpoint_entry
 
@@ -196,11 +197,7 @@ def load_part_strict(encoder: torch.nn.Module, path: str | os.PathLike, part: st
     difference."""
     prefix = prefix or PART_PREFIX[part]
     sd = part_state_dict(path, part, prefix)
-    own = encoder.state_dict()
-    missing = sorted(set(own) - set(sd))
-    unexpected = sorted(set(sd) - set(own))
-    shapes = sorted(f"{k}: checkpoint {tuple(v.shape)} vs model {tuple(own[k].shape)}" for k, v in sd.items()
-                    if k in own and tuple(v.shape) != tuple(own[k].shape))
+    missing, unexpected, shapes = state_dict_differences(encoder.state_dict(), sd)
     if missing or unexpected or shapes:
         raise CheckpointMismatchError(f"{path} ({prefix}*)", missing, unexpected, shapes)
     encoder.load_state_dict(sd, strict=True)
