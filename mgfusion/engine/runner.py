@@ -162,7 +162,8 @@ def _run_seed(cfg: DictConfig, output_dir: str) -> int:
         return int(cfg.seed)
     path = os.path.join(output_dir, DRAWN_SEED_FILE)
     if not cfg.eval_only and cfg.resume and os.path.isfile(path):
-        seed = int(open(path, encoding="utf-8").read().strip())
+        with open(path, encoding="utf-8") as f:
+            seed = int(f.read().strip())
         logger.info("seed=null: resuming with the seed drawn when the run started (%d, %s)", seed, path)
         return seed
     seed = resolve_seed(None)

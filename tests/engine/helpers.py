@@ -62,3 +62,16 @@ def read_json_lines(path: Path) -> list[dict[str, Any]]:
 
 def read_results(path: Path) -> dict[str, Any]:
     return json.loads(path.read_text())["results"]
+
+
+def micro_fusion_overrides(out: Path, *extra: str) -> list[str]:
+    """The tiny Mask2Former on the micro fusion backbone, overfitting one batch of 2 synthetic 64x64 images (LoRA
+    rank 4 and 2 last blocks for the tuning modes that use them)."""
+    return ["backbone=fusion_micro_d3s2", "model=mask2former_tiny", "dataset=synthetic_semantic", "solver=demo_cpu",
+            "runtime=smoke", "device=cpu", f"output_dir={out}", "runtime.tensorboard=false",
+            f"dataset.register.root={out.parent / 'data'}", "dataset.register.image_size=64",
+            "dataset.register.num_train=2", "dataset.register.num_val=1", "solver.ims_per_batch=2",
+            "solver.max_iter=10", "runtime.log_period=1", "solver.checkpoint_period=100",
+            "dataset.train_mapper.color_jitter=false", "dataset.train_mapper.flip_prob=0.0",
+            "dataset.train_mapper.min_scale=1.0", "dataset.train_mapper.max_scale=1.0",
+            "backbone.master.last_n_blocks=2", "backbone.master.lora.r=4", *extra]

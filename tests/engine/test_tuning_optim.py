@@ -30,6 +30,7 @@ from tests.engine.helpers import (
     TRAIN_NET,
     cli_env,
     compose_train,
+    micro_fusion_overrides,
     read_json_lines,
 )
 
@@ -88,15 +89,7 @@ def test_optimizer_groups_hold_exactly_the_trainable_tensors_with_decayed_rates(
 
 
 def _overrides(out: Path, mode: str, *extra: str) -> list[str]:
-    """The tiny Mask2Former on the micro fusion backbone, overfitting one batch of 2 synthetic 64x64 images."""
-    return ["backbone=fusion_micro_d3s2", "model=mask2former_tiny", "dataset=synthetic_semantic", "solver=demo_cpu",
-            "runtime=smoke", "device=cpu", f"output_dir={out}", "runtime.tensorboard=false",
-            f"dataset.register.root={out.parent / 'data'}", "dataset.register.image_size=64",
-            "dataset.register.num_train=2", "dataset.register.num_val=1", "solver.ims_per_batch=2",
-            "solver.max_iter=10", "runtime.log_period=1", "solver.checkpoint_period=100",
-            "dataset.train_mapper.color_jitter=false", "dataset.train_mapper.flip_prob=0.0",
-            "dataset.train_mapper.min_scale=1.0", "dataset.train_mapper.max_scale=1.0",
-            f"backbone.master.tuning={mode}", "backbone.master.last_n_blocks=2", "backbone.master.lora.r=4", *extra]
+    return micro_fusion_overrides(out, f"backbone.master.tuning={mode}", *extra)
 
 
 @pytest.mark.parametrize("mode", MODES)

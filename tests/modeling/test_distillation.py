@@ -14,7 +14,7 @@ from torch.utils._pytree import tree_flatten
 
 from mgfusion.backbones import FusionBackbone, build_encoder, pop_auxiliary_losses
 from mgfusion.modeling.backbone import EncoderBackbone
-from tests.engine.helpers import compose_train
+from tests.engine.helpers import compose_train, micro_fusion_overrides
 from tests.modeling.conftest import make_shapes_image
 
 
@@ -183,18 +183,17 @@ def test_distillation_trains_through_the_engine_and_records_the_inference_cost(t
 
     from mgfusion.engine import build_model, run
     from mgfusion.profiling.cost import model_cost
-    from tests.engine.test_tuning_optim import _overrides
 
     out = tmp_path / "distilled"
-    cfg = compose_train(*_overrides(out, "full", "backbone.distillation.enabled=true",
+    cfg = compose_train(*micro_fusion_overrides(out, "backbone.distillation.enabled=true",
                                     "backbone.fusion.inference=distilled", "solver.max_iter=2", "dataset.test=[]"))
     run(cfg)
     assert (out / "model_final.pth").is_file()
     losses = [json.loads(line) for line in (out / "metrics.json").read_text().splitlines()]
     assert any("loss_distill_s16" in row for row in losses)
     cost = json.loads((out / "model_cost.json").read_text())
-    fused_cfg = compose_train(*_overrides(tmp_path / "unused", "full", "backbone.distillation.enabled=true",
-                                          "backbone.fusion.inference=fused"))
+    fused_cfg = compose_train(*micro_fusion_overrides(tmp_path / "unused", "backbone.distillation.enabled=true",
+                                                      "backbone.fusion.inference=fused"))
     fused = model_cost(build_model(fused_cfg, torch.device("cpu")), (1024, 2048))
     assert cost["input"] == fused["input"] == "1024x2048"
     assert 0 < cost["parts"]["backbone"]["GFLOPs"] < fused["parts"]["backbone"]["GFLOPs"]  # no auxiliary call
