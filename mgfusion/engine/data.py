@@ -112,7 +112,8 @@ def dataset_dicts(names: list[str], loaded: Mapping[str, list[dict]] | None = No
 def drop_images_without_instances(dicts: list[dict[str, Any]], names: list[str]) -> list[dict[str, Any]]:
     """The training images that have at least one non-crowd instance annotation (detectron2's
     ``DATALOADER.FILTER_EMPTY_ANNOTATIONS``, on by default in Mask2Former's instance configs; docs/training.md, T7).
-    Logs how many were dropped; raises if none is left."""
+    Logs how many were dropped; raises if none is left. (detectron2's ``filter_images_with_only_crowd_annotations``
+    does the filtering but fails with a bare KeyError on dicts without ``annotations`` and accepts an empty result.)"""
     kept = [d for d in dicts if any(int(a.get("iscrowd", 0)) == 0 for a in d.get("annotations", ()))]
     logger.info("filter_empty_annotations: dropped %d of %d training images of %s that have no non-crowd instance",
                 len(dicts) - len(kept), len(dicts), ", ".join(names))
